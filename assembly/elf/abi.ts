@@ -1,0 +1,2 @@
+// Exports of the elf area (documented in docs/core-abi.md).
+export {};

@@ -1,0 +1,85 @@
+// Error reporting of the core: every failure has a code and a message.
+//
+// A failing export returns its failure value (0 for a handle, a nonzero code for a
+// status) and records here the code and a message that names the record and the
+// reason. The host reads them with core_error_code() and
+// core_error_message()/core_error_message_len() (UTF-8, not NUL-terminated),
+// valid until the next failing call.
+//
+// Codes are grouped by area so a host can tell where a failure comes from:
+//   1..99     core (memory, handles, arguments)
+//   100..199  ELF reader
+//   200..299  symbol index and matching
+//   300..399  relocation engine
+//   400..499  x86-64 decoder and writer
+//   500..599  stack-scan analysis
+
+export const enum Err {
+  OK = 0,
+  // core
+  BAD_HANDLE = 1,
+  BAD_ARGUMENT = 2,
+  OUT_OF_MEMORY = 3,
+  NOT_FOUND = 4,
+  // ELF reader
+  ELF_TRUNCATED = 100,
+  ELF_BAD_MAGIC = 101,
+  ELF_UNSUPPORTED = 102,
+  ELF_BAD_HEADER = 103,
+  ELF_BAD_SECTION = 104,
+  ELF_BAD_SEGMENT = 105,
+  ELF_BAD_STRING = 106,
+  ELF_BAD_SYMBOL = 107,
+  ELF_BAD_RELOCATION = 108,
+  ELF_BAD_VERSION = 109,
+  ELF_BAD_NOTE = 110,
+  ELF_BAD_DYNAMIC = 111,
+  ELF_BAD_HASH = 112,
+  ELF_NO_SUCH_TABLE = 113,
+}
+
+let lastCode: i32 = 0;
+let lastMessage: string = "";
+let messageBuf: usize = 0;
+let messageLen: u32 = 0;
+
+/** Records a failure and returns its code (so `return fail(...)` reads naturally). */
+export function fail(code: i32, message: string): i32 {
+  lastCode = code;
+  lastMessage = message;
+  if (messageBuf != 0) { heap.free(messageBuf); messageBuf = 0; messageLen = 0; }
+  return code;
+}
+
+export function clearError(): void {
+  lastCode = 0;
+}
+
+export function errorCode(): i32 {
+  return lastCode;
+}
+
+export function errorText(): string {
+  return lastMessage;
+}
+
+/** Encodes the last message as UTF-8 in unmanaged memory, once per failure. */
+export function errorMessagePtr(): usize {
+  if (messageBuf == 0) {
+    const buf = String.UTF8.encode(lastMessage);
+    messageLen = <u32>buf.byteLength;
+    messageBuf = heap.alloc(max<usize>(messageLen, 1));
+    memory.copy(messageBuf, changetype<usize>(buf), messageLen);
+  }
+  return messageBuf;
+}
+
+export function errorMessageLen(): u32 {
+  errorMessagePtr();
+  return messageLen;
+}
+
+/** Formats a u64 as 0x-prefixed hex for messages. */
+export function hex(v: u64): string {
+  return "0x" + v.toString(16);
+}

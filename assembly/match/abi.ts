@@ -1,0 +1,2 @@
+// Exports of the match area (documented in docs/core-abi.md).
+export {};

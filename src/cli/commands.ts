@@ -1,0 +1,4 @@
+// The table of commands. Each lives in its own module; this is the only list.
+import type { Command } from "./command.js";
+
+export const commands: Command[] = [];
