@@ -51,6 +51,12 @@ export function fail(code: i32, message: string): i32 {
   return code;
 }
 
+/** fail() for exports whose failure value is -1. */
+export function failNeg(code: i32, message: string): i32 {
+  fail(code, message);
+  return -1;
+}
+
 export function clearError(): void {
   lastCode = 0;
 }
