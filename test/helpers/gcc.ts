@@ -17,11 +17,14 @@ export class Scratch {
     return p;
   }
 
-  /** gcc `args` in this directory; returns the output path (the `-o` value). */
-  gcc(source: string, out: string, flags: string[] = []): string {
+  /**
+   * Compiles `source` (C text, or a path) with gcc in this directory; returns the output
+   * path. `libs` go after the source (link order matters with --as-needed).
+   */
+  gcc(source: string, out: string, flags: string[] = [], libs: string[] = []): string {
     const src = source.includes("\n") ? this.write(out.replace(/\.[^.]*$/, "") + ".c", source) : source;
     const o = this.path(out);
-    execFileSync("gcc", [...flags, src, "-o", o], { cwd: this.dir, stdio: ["ignore", "pipe", "pipe"] });
+    execFileSync("gcc", [...flags, src, "-o", o, ...libs], { cwd: this.dir, stdio: ["ignore", "pipe", "pipe"] });
     return o;
   }
 
