@@ -1,0 +1,172 @@
+// The core's second host: core-portable.wasm translated to C by wasm2c (Debian's wabt),
+// linked with test/hosts/core-host.c, opens ELF files through docs/core-abi.md's ABI
+// alone. Its report must equal, line for line, what Node computes through src/core.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { readFileSync, writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { nodeCore } from "../src/node/core-file.js";
+import { ElfReader, SymbolTableKind, type ElfSymbol } from "../src/core/elf.js";
+import { CoreError } from "../src/core/instance.js";
+import { LIBC, Scratch, run } from "./helpers/gcc.js";
+import { imageOf } from "./helpers/elf-image.js";
+
+const ROOT = new URL("..", import.meta.url).pathname;
+const PORTABLE = `${ROOT}build/core-portable.wasm`;
+const HOST_SRC = `${ROOT}test/hosts/core-host.c`;
+/** wasm2c's runtime sources, as Debian's wabt 1.0.32 installs them (wasm-rt.h is in /usr/include). */
+const WASM2C_RT = "/usr/share/wabt/wasm2c";
+
+const FIXTURE = `
+#include <stdio.h>
+#include <string.h>
+__thread int tls_counter;
+static int helper(int x) { return x * 3 + tls_counter; }
+int table_switch(int x) {
+  switch (x) { case 0: return 11; case 1: return helper(2); case 2: return 37; case 3: return 41; default: return -1; }
+}
+int main(int argc, char **argv) {
+  char buf[64];
+  memcpy(buf, argv[0], strlen(argv[0]) % 60);
+  printf("%s %d\\n", buf, table_switch(argc));
+  return 0;
+}
+`;
+
+const IMAGE_BASE = 0x7f1234560000n;
+const NAMES = ["memcpy", "strlen", "main", "helper", "table_switch", "tls_counter", "printf", "__libc_start_main"];
+
+let scratch: Scratch;
+let host: string;
+const inputs: Record<string, { path: string; image?: bigint }> = {};
+
+beforeAll(() => {
+  scratch = new Scratch();
+  const c = scratch.path("core.c");
+  run("wasm2c", ["-n", "core", PORTABLE, "-o", c]);
+  host = scratch.path("core-host");
+  execFileSync("gcc", ["-O1", "-w", `-I${WASM2C_RT}`, `-I${scratch.dir}`, c, `${WASM2C_RT}/wasm-rt-impl.c`, HOST_SRC, "-o", host, "-lm"], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  inputs["libc.so.6"] = { path: LIBC };
+  inputs["gcc -c object"] = { path: scratch.gcc(FIXTURE, "fixture.o", ["-O2", "-c", "-ffunction-sections"]) };
+  inputs["PIE executable"] = { path: scratch.gcc(FIXTURE, "fixture-pie", ["-O2", "-pie", "-fPIE", "-Wl,--build-id"]) };
+  const { image, firstVaddr } = imageOf(readFileSync(LIBC));
+  writeFileSync(scratch.path("libc.image"), image);
+  inputs["libc.so.6 as a mapped image"] = { path: scratch.path("libc.image"), image: IMAGE_BASE + BigInt(firstVaddr) };
+}, 180_000);
+afterAll(() => scratch?.remove());
+
+// ---- the same report, from Node through src/core ------------------------------------
+
+const FNV_OFFSET = 14695981039346656037n;
+const FNV_PRIME = 1099511628211n;
+const enc = new TextEncoder();
+
+class Digest {
+  h = FNV_OFFSET;
+  add(s: string): void {
+    for (const b of enc.encode(s)) this.h = BigInt.asUintN(64, (this.h ^ BigInt(b)) * FNV_PRIME);
+  }
+  get hex(): string {
+    return this.h.toString(16).padStart(16, "0");
+  }
+}
+
+const hex = (v: bigint | number) => "0x" + v.toString(16);
+
+function symbolLine(table: number, s: ElfSymbol): string {
+  let name = s.name;
+  if (s.version) name += (s.hidden || s.versionFile ? "@" : "@@") + s.version;
+  const file = s.versionFile ? ` file=${s.versionFile}` : "";
+  return `sym ${table} ${s.index} ${name}${file} value=${hex(s.value)} size=${s.size} info=${(s.bind << 4) | s.type} other=${s.other} versym=${s.versym} shndx=${s.shndx}`;
+}
+
+function nodeReport(data: Uint8Array, image: bigint | undefined, names: string[]): string {
+  const core = nodeCore();
+  const out: string[] = [`abi ${core.exports.core_abi_version()}`];
+  const elf = new ElfReader(core, data, "input", image);
+  const i = elf.info;
+  const flags = (i.isImage ? 1 : 0) | (i.hasSymtab ? 2 : 0) | (i.hasDynsym ? 4 : 0) | (i.hasDynamic ? 8 : 0) | (i.tlsSegment >= 0 ? 16 : 0);
+  out.push(
+    `info type=${i.type} machine=${i.machine} flags=${hex(flags)} entry=${hex(i.entry)} sections=${i.sectionCount} segments=${i.segmentCount} ` +
+      `symtab=${i.symtabCount} dynsym=${i.dynsymCount} relatables=${i.relaTableCount} versions=${i.versionCount} dynamic=${i.dynamicCount} ` +
+      `firstvaddr=${hex(i.firstVaddr)} base=${hex(i.base)} tls=${i.tlsSegment} buildid=${i.buildId ?? ""}`,
+  );
+  for (const s of elf.sections()) {
+    out.push(`section ${s.index} ${s.name} type=${s.type} link=${s.link} flags=${hex(s.flags)} addr=${hex(s.addr)} offset=${hex(s.offset)} size=${hex(s.size)} info=${s.info} data=${s.hasData ? 1 : 0}`);
+  }
+  elf.segments().forEach((s, k) => out.push(`segment ${k} type=${hex(s.type)} flags=${s.flags} offset=${hex(s.offset)} vaddr=${hex(s.vaddr)} filesz=${hex(s.filesz)} memsz=${hex(s.memsz)}`));
+  for (const table of [SymbolTableKind.SYMTAB, SymbolTableKind.DYNSYM]) {
+    if (!(table === SymbolTableKind.SYMTAB ? i.hasSymtab : i.hasDynsym)) continue;
+    const d = new Digest();
+    const syms = elf.symbols(table);
+    for (const s of syms) {
+      d.add(`${s.name}\t${s.version ?? ""}\t${s.versionFile ?? ""}\t${s.value.toString(16)}\t${s.size}\t${(s.bind << 4) | s.type}\t${s.other}\t${s.versym}\t${s.shndx}\n`);
+      if (names.includes(s.name)) out.push(symbolLine(table, s));
+    }
+    out.push(`symbols ${table} ${table === 0 ? ".symtab" : ".dynsym"} count=${syms.length} digest=${d.hex}`);
+  }
+  elf.versions().forEach((v, k) => out.push(`version ${k} index=${v.index} def=${v.isDef ? 1 : 0} base=${v.isBase ? 1 : 0} name=${v.name} file=${v.file ?? ""}`));
+  const dyn = elf.dynamic();
+  const dd = new Digest();
+  for (const e of dyn) dd.add(`${e.tag}\t${e.val.toString(16)}\n`);
+  out.push(`dynamic count=${dyn.length} digest=${dd.hex}`);
+  for (const e of dyn) {
+    if (e.tag === 1n) out.push(`needed ${elf.dynstr(Number(e.val))}`);
+    if (e.tag === 14n) out.push(`soname ${elf.dynstr(Number(e.val))}`);
+  }
+  for (const t of elf.relaTables()) {
+    const d = new Digest();
+    for (const r of elf.relas(t)) d.add(`${r.offset.toString(16)}\t${r.type}\t${r.sym}\t${r.addend}\n`);
+    out.push(`relatable ${t.index} kind=${t.kind} count=${t.count} section=${t.section} target=${t.target} symtab=${t.symtab} digest=${d.hex}`);
+  }
+  const u = elf.unwindTables();
+  const eh = u.ehFrame, hdr = u.ehFrameHdr;
+  out.push(
+    `ehframe addr=${hex(eh?.addr ?? 0n)} offset=${eh?.offset ?? -1} size=${hex(eh?.size ?? 0)} hdr=${hex(hdr?.addr ?? 0n)} hdroffset=${hdr?.offset ?? -1} hdrsize=${hex(hdr?.size ?? 0)}`,
+  );
+  elf.close();
+  const elfClose = core.exports.elf_close as (h: number) => number;
+  out.push(`closed ${elfClose(elf.handle) === 1 ? 1 : 0}`); // BAD_HANDLE the second time
+  try {
+    new ElfReader(core, data.subarray(0, Math.min(63, data.length)), "").close(); // the C host uses elf_open here
+    out.push("truncated opened?");
+  } catch (e) {
+    const err = e as CoreError;
+    out.push(`truncated ${err.code} ${err.message}`);
+  }
+  return out.join("\n") + "\n";
+}
+
+describe("the core from C (wasm2c) gives the same results as from Node", () => {
+  for (const name of ["libc.so.6", "gcc -c object", "PIE executable", "libc.so.6 as a mapped image"]) {
+    it(name, () => {
+      const input = inputs[name];
+      const args = input.image === undefined ? [input.path, ...NAMES] : ["--image", hex(input.image), input.path, ...NAMES];
+      const fromC = execFileSync(host, args, { encoding: "utf8", maxBuffer: 64 << 20 });
+      const fromNode = nodeReport(readFileSync(input.path), input.image, NAMES);
+      expect(fromC.split("\n")).toEqual(fromNode.split("\n"));
+      // The report carries the facts, not only agreement.
+      expect(fromC).toMatch(/^info type=\d+ machine=62 /m);
+      if (name.startsWith("libc")) {
+        expect(fromC).toMatch(/^sym 1 \d+ memcpy@@GLIBC_2\.14 value=0x[0-9a-f]+ size=\d+ info=26 /m); // STT_GNU_IFUNC, global
+        expect(fromC).toMatch(/^sym 1 \d+ memcpy@GLIBC_2\.2\.5 value=0x[0-9a-f]+ /m);
+        expect(fromC).toMatch(/^soname libc\.so\.6$/m);
+      }
+      if (name === "gcc -c object") expect(fromC).toMatch(/^relatable \d+ kind=section count=[1-9]\d* /m);
+      expect(fromC).toMatch(/^truncated 100 ELF header: /m);
+    });
+  }
+
+  it("memcpy's value from C is readelf's", () => {
+    const out = execFileSync(host, [LIBC, "memcpy"], { encoding: "utf8" });
+    const ours = [...out.matchAll(/^sym 1 \d+ memcpy(@@?\S+) value=0x([0-9a-f]+) size=(\d+)/gm)].map((m) => `${m[1]} ${BigInt("0x" + m[2])} ${m[3]}`);
+    const theirs = run("readelf", ["-W", "--dyn-syms", LIBC])
+      .split("\n")
+      .map((l) => /^\s*\d+:\s+([0-9a-f]+)\s+(\d+)\s+\S+\s+\S+\s+\S+\s+\S+\s+memcpy(@@?\S+)/.exec(l))
+      .filter((m) => m !== null)
+      .map((m) => `${m![3].replace(/ \(\d+\)$/, "")} ${BigInt("0x" + m![1])} ${m![2]}`);
+    expect(ours.length).toBe(2);
+    expect(ours.sort()).toEqual(theirs.sort());
+  });
+});
