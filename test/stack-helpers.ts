@@ -1,0 +1,225 @@
+// Helpers of the stack-scan tests and bench: ELF section reading (enough to find
+// .eh_frame and .eh_frame_hdr), the deep.c fixture (build, run, read its dumps),
+// gdb's backtrace of the stopped fixture.
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import type { Core } from "../src/core/instance.js";
+import { CfiRegistry, type StackSegment } from "../src/core/stack.js";
+
+export const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), "fixtures", "stack");
+
+// ---------------------------------------------------------------------------
+// ELF64 little-endian: section headers and program headers.
+
+export interface Section { name: string; type: number; addr: bigint; offset: number; size: number }
+export interface Phdr { type: number; offset: bigint; vaddr: bigint; filesz: bigint; memsz: bigint; flags: number }
+export interface Elf { type: number; sections: Section[]; phdrs: Phdr[] }
+
+export function readElf(b: Uint8Array): Elf {
+  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  if (v.getUint32(0, true) !== 0x464c457f) throw new Error("not an ELF file");
+  const type = v.getUint16(16, true);
+  const phoff = Number(v.getBigUint64(32, true));
+  const shoff = Number(v.getBigUint64(40, true));
+  const phentsize = v.getUint16(54, true), phnum = v.getUint16(56, true);
+  const shentsize = v.getUint16(58, true), shnum = v.getUint16(60, true), shstrndx = v.getUint16(62, true);
+  const phdrs: Phdr[] = [];
+  for (let i = 0; i < phnum; i++) {
+    const p = phoff + i * phentsize;
+    phdrs.push({
+      type: v.getUint32(p, true), flags: v.getUint32(p + 4, true), offset: v.getBigUint64(p + 8, true),
+      vaddr: v.getBigUint64(p + 16, true), filesz: v.getBigUint64(p + 32, true), memsz: v.getBigUint64(p + 40, true),
+    });
+  }
+  const raw: Array<Omit<Section, "name"> & { nameOff: number }> = [];
+  if (shoff && shoff + shnum * shentsize <= b.length) {
+    for (let i = 0; i < shnum; i++) {
+      const s = shoff + i * shentsize;
+      raw.push({
+        nameOff: v.getUint32(s, true), type: v.getUint32(s + 4, true), addr: v.getBigUint64(s + 16, true),
+        offset: Number(v.getBigUint64(s + 24, true)), size: Number(v.getBigUint64(s + 32, true)),
+      });
+    }
+  }
+  const strtab = raw[shstrndx];
+  const name = (o: number) => {
+    if (!strtab) return "";
+    let e = strtab.offset + o;
+    while (e < b.length && b[e] !== 0) e++;
+    return new TextDecoder().decode(b.subarray(strtab.offset + o, e));
+  };
+  return { type, phdrs, sections: raw.map((s) => ({ name: name(s.nameOff), type: s.type, addr: s.addr, offset: s.offset, size: s.size })) };
+}
+
+export interface FileCfi { ehFrame: Uint8Array; ehAddr: bigint; hdr?: Uint8Array; hdrAddr: bigint; firstPage: bigint; type: number }
+
+/** .eh_frame and .eh_frame_hdr of an ELF file, at link-time addresses. */
+export function fileCfi(path: string): FileCfi | null {
+  const b = new Uint8Array(readFileSync(path));
+  const elf = readElf(b);
+  const eh = elf.sections.find((s) => s.name === ".eh_frame");
+  if (!eh || eh.type === 8 /* NOBITS */) return null;
+  const hdr = elf.sections.find((s) => s.name === ".eh_frame_hdr");
+  const loads = elf.phdrs.filter((p) => p.type === 1);
+  const firstPage = loads.length ? loads.reduce((m, p) => (p.vaddr < m ? p.vaddr : m), loads[0].vaddr) & ~0xfffn : 0n;
+  return {
+    ehFrame: b.slice(eh.offset, eh.offset + eh.size),
+    ehAddr: eh.addr,
+    hdr: hdr ? b.slice(hdr.offset, hdr.offset + hdr.size) : undefined,
+    hdrAddr: hdr ? hdr.addr : 0n,
+    firstPage,
+    type: elf.type,
+  };
+}
+
+// ---------------------------------------------------------------------------
+// /proc/PID/maps
+
+export interface MapEntry { lo: bigint; hi: bigint; perms: string; offset: bigint; path: string }
+
+export function parseMaps(text: string): MapEntry[] {
+  const out: MapEntry[] = [];
+  for (const line of text.split("\n")) {
+    const m = /^([0-9a-f]+)-([0-9a-f]+) (\S+) ([0-9a-f]+) \S+ \d+\s*(.*)$/.exec(line);
+    if (m) out.push({ lo: BigInt("0x" + m[1]), hi: BigInt("0x" + m[2]), perms: m[3], offset: BigInt("0x" + m[4]), path: m[5] });
+  }
+  return out;
+}
+
+/** Registry of every file-backed module in `maps` (at its load bias) and of the vDSO image. */
+export function registryFor(core: Core, maps: MapEntry[], vdso?: { image: Uint8Array; base: bigint }): { reg: CfiRegistry; modules: Map<string, { id: number; bias: bigint }> } {
+  const reg = new CfiRegistry(core);
+  const modules = new Map<string, { id: number; bias: bigint }>();
+  for (const m of maps) {
+    if (m.offset !== 0n || !m.path.startsWith("/") || modules.has(m.path) || !existsSync(m.path)) continue;
+    const cfi = fileCfi(m.path);
+    if (!cfi) continue;
+    const bias = cfi.type === 3 /* ET_DYN */ ? m.lo - cfi.firstPage : 0n;
+    const id = reg.addModule(cfi.ehFrame, cfi.ehAddr + bias, cfi.hdr, cfi.hdrAddr + bias, m.path);
+    modules.set(m.path, { id, bias });
+  }
+  if (vdso) modules.set("[vdso]", { id: reg.addImage(vdso.image, vdso.base), bias: vdso.base });
+  return { reg, modules };
+}
+
+// ---------------------------------------------------------------------------
+// The deep.c fixture
+
+export function compile(src: string, out: string, extra: string[] = []): void {
+  execFileSync("gcc", ["-O2", "-fomit-frame-pointer", "-pthread", "-o", out, src, ...extra], { stdio: "pipe" });
+}
+
+export interface ThreadDump { tid: number; regs: Uint8Array; segments: StackSegment[] }
+
+export interface DeepRun {
+  dir: string;
+  exe: string;
+  pid: number;
+  proc: ChildProcess;
+  threads: ThreadDump[];
+  maps: MapEntry[];
+  vdso?: { image: Uint8Array; base: bigint };
+  kill(): void;
+}
+
+export function readDump(file: string): ThreadDump {
+  const b = new Uint8Array(readFileSync(file));
+  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  if (new TextDecoder().decode(b.subarray(0, 8)) !== "PCSTACK1") throw new Error(`${file}: not a dump`);
+  const tid = Number(v.getBigUint64(8, true));
+  const n = Number(v.getBigUint64(16, true));
+  const regs = b.slice(24, 24 + 216);
+  let p = 240;
+  const segments: StackSegment[] = [];
+  for (let i = 0; i < n; i++) {
+    const windowAddr = v.getBigUint64(p, true);
+    const len = Number(v.getBigUint64(p + 8, true));
+    const mapLo = v.getBigUint64(p + 16, true);
+    const mapHi = v.getBigUint64(p + 24, true);
+    segments.push({ windowAddr, mapLo, mapHi, window: b.slice(p + 32, p + 32 + len) });
+    p += 32 + len;
+  }
+  return { tid, regs, segments };
+}
+
+/** Builds deep.c (once per directory) and runs it until every thread has dumped itself. */
+export async function runDeep(exe?: string): Promise<DeepRun> {
+  const dir = mkdtempSync(join(tmpdir(), "patchc-stack-"));
+  if (!exe) {
+    exe = join(dir, "deep");
+    compile(join(FIXTURES, "deep.c"), exe);
+  }
+  const out = join(dir, "out");
+  execFileSync("mkdir", ["-p", out]);
+  const proc = spawn(exe, [out], { stdio: "ignore" });
+  const kill = () => {
+    try { proc.kill("SIGKILL"); } catch { /* gone */ }
+  };
+  const deadline = Date.now() + 30_000;
+  while (!existsSync(join(out, "done"))) {
+    if (proc.exitCode !== null) throw new Error(`deep exited with ${proc.exitCode} before dumping`);
+    if (Date.now() > deadline) { kill(); throw new Error("deep did not dump its threads within 30 s"); }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  const threads = readdirSync(out).filter((f) => f.endsWith(".dump")).map((f) => readDump(join(out, f)));
+  const maps = parseMaps(readFileSync(join(out, "maps"), "utf8"));
+  const info = readFileSync(join(out, "info"), "utf8");
+  const base = /vdso ([0-9a-f]+)/.exec(info);
+  const vdso = base && BigInt("0x" + base[1]) !== 0n && existsSync(join(out, "vdso"))
+    ? { image: new Uint8Array(readFileSync(join(out, "vdso"))), base: BigInt("0x" + base[1]) }
+    : undefined;
+  return { dir, exe, pid: proc.pid!, proc, threads, maps, vdso, kill };
+}
+
+export function cleanup(run: DeepRun): void {
+  run.kill();
+  rmSync(run.dir, { recursive: true, force: true });
+}
+
+// ---------------------------------------------------------------------------
+// gdb's frames (its Python API gives each frame's type: inline and tail-call
+// frames are gdb's reconstructions from debug info, not frames on the stack).
+
+export interface GdbFrame { level: number; type: string; pc: bigint; name: string }
+
+const GDB_SCRIPT = `
+import gdb
+kinds = {gdb.NORMAL_FRAME: "normal", gdb.INLINE_FRAME: "inline", gdb.SIGTRAMP_FRAME: "sigtramp", gdb.TAILCALL_FRAME: "tailcall"}
+for inf in gdb.inferiors():
+    for th in inf.threads():
+        th.switch()
+        print("THREAD %d" % th.ptid[1])
+        f = gdb.newest_frame()
+        while f is not None:
+            print("FRAME %d %s 0x%x %s" % (f.level(), kinds.get(f.type(), str(f.type())), f.pc(), f.name() or "?"))
+            older = f.older()
+            if older is None:
+                print("STOP %s" % gdb.frame_stop_reason_string(f.unwind_stop_reason()))
+            f = older
+`;
+
+export function gdbBacktraces(pid: number, dir: string): Map<number, { frames: GdbFrame[]; stop: string }> {
+  const script = join(dir, "bt.py");
+  writeFileSync(script, GDB_SCRIPT);
+  const text = execFileSync("gdb", [
+    "-p", String(pid), "-batch", "-nx",
+    "-ex", "set debuginfod enabled off",
+    "-ex", "set backtrace past-main on",
+    "-ex", "set backtrace past-entry on",
+    "-ex", "set backtrace limit 0",
+    "-x", script,
+  ], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], timeout: 60_000 });
+  const out = new Map<number, { frames: GdbFrame[]; stop: string }>();
+  let cur: { frames: GdbFrame[]; stop: string } | null = null;
+  for (const line of text.split("\n")) {
+    let m;
+    if ((m = /^THREAD (\d+)$/.exec(line))) { cur = { frames: [], stop: "" }; out.set(Number(m[1]), cur); }
+    else if ((m = /^FRAME (\d+) (\S+) 0x([0-9a-f]+) (\S+)$/.exec(line)) && cur) {
+      cur.frames.push({ level: Number(m[1]), type: m[2], pc: BigInt("0x" + m[3]), name: m[4] });
+    } else if ((m = /^STOP (.*)$/.exec(line)) && cur) cur.stop = m[1];
+  }
+  return out;
+}
