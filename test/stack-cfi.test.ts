@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { nodeCore } from "../src/node/core-file.js";
 import { CfiRegistry, DWARF_REG_NAMES, type CfiRow, type Rule } from "../src/core/stack.js";
-import { fileCfi, parseMaps } from "./stack-helpers.js";
+import { fileCfi, parseMaps } from "./helpers/stack.js";
 
 interface ReadelfRow { loc: bigint; cfa: string; cols: Map<number, string> }
 interface ReadelfFde { off: number; begin: bigint; end: bigint; rows: ReadelfRow[]; aug: string }

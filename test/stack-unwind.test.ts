@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { execFileSync } from "node:child_process";
 import { nodeCore } from "../src/node/core-file.js";
 import { StackScan, type CfiRegistry, type StackSegment, type ThreadResult } from "../src/core/stack.js";
-import { cleanup, gdbBacktraces, registryFor, runDeep, type DeepRun, type GdbFrame, type ThreadDump } from "./stack-helpers.js";
+import { cleanup, gdbBacktraces, registryFor, runDeep, type DeepRun, type GdbFrame, type ThreadDump } from "./helpers/stack.js";
 
 const hex = (v: bigint) => "0x" + v.toString(16);
 

@@ -375,25 +375,46 @@ const SIGN: u64 = 0x8000000000000000;
 
 /** The word scan over n words at p (target address addr); hits update the result globals. */
 export function scanWords(set: ScanSet, p: usize, n: usize, addr: u64): void {
-  const base = i64x2.splat(<i64>(boxLo + 1));
-  const lim = i64x2.splat(<i64>(boxSpan ^ SIGN));
-  const sign = i64x2.splat(<i64>SIGN);
   let i: usize = 0;
-  // 8 words (64 bytes) per iteration.
-  const n8 = n & ~(<usize>7);
-  while (i < n8) {
-    const q = p + (i << 3);
-    const m0 = i64x2.lt_s(v128.xor(i64x2.sub(v128.load(q), base), sign), lim);
-    const m1 = i64x2.lt_s(v128.xor(i64x2.sub(v128.load(q, 16), base), sign), lim);
-    const m2 = i64x2.lt_s(v128.xor(i64x2.sub(v128.load(q, 32), base), sign), lim);
-    const m3 = i64x2.lt_s(v128.xor(i64x2.sub(v128.load(q, 48), base), sign), lim);
-    if (v128.any_true(v128.or(v128.or(m0, m1), v128.or(m2, m3)))) {
-      for (let j: usize = 0; j < 8; j++) {
-        const w = load<u64>(q + (j << 3));
-        if (w - boxLo - 1 < boxSpan) checkWord(set, w, addr + (<u64>(i + j) << 3));
+  if (ASC_FEATURE_SIMD) {
+    const base = i64x2.splat(<i64>(boxLo + 1));
+    const lim = i64x2.splat(<i64>(boxSpan ^ SIGN));
+    const sign = i64x2.splat(<i64>SIGN);
+    // 8 words (64 bytes) per iteration.
+    const n8 = n & ~(<usize>7);
+    while (i < n8) {
+      const q = p + (i << 3);
+      const m0 = i64x2.lt_s(v128.xor(i64x2.sub(v128.load(q), base), sign), lim);
+      const m1 = i64x2.lt_s(v128.xor(i64x2.sub(v128.load(q, 16), base), sign), lim);
+      const m2 = i64x2.lt_s(v128.xor(i64x2.sub(v128.load(q, 32), base), sign), lim);
+      const m3 = i64x2.lt_s(v128.xor(i64x2.sub(v128.load(q, 48), base), sign), lim);
+      if (v128.any_true(v128.or(v128.or(m0, m1), v128.or(m2, m3)))) {
+        for (let j: usize = 0; j < 8; j++) {
+          const w = load<u64>(q + (j << 3));
+          if (w - boxLo - 1 < boxSpan) checkWord(set, w, addr + (<u64>(i + j) << 3));
+        }
       }
+      i += 8;
     }
-    i += 8;
+  } else {
+    // Portable build: 4 words per iteration, one branch for the four.
+    const n4 = n & ~(<usize>3);
+    const lo1 = boxLo + 1;
+    const span = boxSpan;
+    while (i < n4) {
+      const q = p + (i << 3);
+      const a = load<u64>(q) - lo1 < span;
+      const b = load<u64>(q, 8) - lo1 < span;
+      const c = load<u64>(q, 16) - lo1 < span;
+      const d = load<u64>(q, 24) - lo1 < span;
+      if (a | b | c | d) {
+        for (let j: usize = 0; j < 4; j++) {
+          const w = load<u64>(q + (j << 3));
+          if (w - lo1 < span) checkWord(set, w, addr + (<u64>(i + j) << 3));
+        }
+      }
+      i += 4;
+    }
   }
   for (; i < n; i++) {
     const w = load<u64>(p + (i << 3));

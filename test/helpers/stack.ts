@@ -6,10 +6,10 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync, rmSy
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import type { Core } from "../src/core/instance.js";
-import { CfiRegistry, type StackSegment } from "../src/core/stack.js";
+import type { Core } from "../../src/core/instance.js";
+import { CfiRegistry, type StackSegment } from "../../src/core/stack.js";
 
-export const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), "fixtures", "stack");
+export const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), "..", "fixtures", "stack");
 
 // ---------------------------------------------------------------------------
 // ELF64 little-endian: section headers and program headers.
