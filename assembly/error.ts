@@ -36,6 +36,11 @@ export const enum Err {
   ELF_BAD_DYNAMIC = 111,
   ELF_BAD_HASH = 112,
   ELF_NO_SUCH_TABLE = 113,
+  // symbol index
+  SYM_NO_TABLE = 200, // the ELF file has no symbol table of the kind asked for
+  SYM_NOT_DYNSYM = 201, // dynamic lookup and GOT/PLT slots need an index over .dynsym
+  SYM_NOT_LINKED = 202, // GOT/PLT slots asked of an ET_REL object
+  SYM_ELF_CLOSED = 203, // the ELF handle an index was built from was closed
   // stack-scan analysis: CFI parsing (500..519), unwinding (520..)
   CFI_TRUNCATED = 500,
   CFI_BAD_LENGTH = 501,
