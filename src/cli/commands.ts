@@ -1,4 +1,5 @@
 // The table of commands. Each lives in its own module; this is the only list.
 import type { Command } from "./command.js";
+import { inspectCommand } from "./inspect-command.js";
 
-export const commands: Command[] = [];
+export const commands: Command[] = [inspectCommand];

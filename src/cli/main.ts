@@ -4,6 +4,7 @@ import type { Output } from "./command.js";
 import { EXIT_FAILED, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE } from "./exit-codes.js";
 import { helpText, parseArgs, UsageError } from "./options.js";
 import { CoreError } from "../core/instance.js";
+import { PackageError } from "../format/errors.js";
 
 declare const __PATCHC_VERSION__: string | undefined;
 
@@ -34,7 +35,7 @@ export async function main(argv: readonly string[], io: Output): Promise<number>
       io.err(`patchc: ${e.message}\n`);
       return EXIT_USAGE;
     }
-    if (e instanceof UserError || e instanceof CoreError || isSystemError(e)) {
+    if (e instanceof UserError || e instanceof CoreError || e instanceof PackageError || isSystemError(e)) {
       io.err(`patchc: ${(e as Error).message}\n`);
       return EXIT_FAILED;
     }
