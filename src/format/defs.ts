@@ -130,7 +130,7 @@ export const DEP_SIZE = 40;
 
 //  .patchc.seal (136 bytes), the one section outside the content hash
 //    0 hash algorithm u32 (1 sha256)   4 signature algorithm u32 (0 none, 1 ed25519)
-//    8 content sha256[32]   40 signer key id[32] (sha256 of the raw public key)   72 signature[64]
+//    8 content sha256[32]   40 signer's raw ed25519 public key[32]   72 signature[64]
 export const SEAL_SIZE = 136;
 
 export const FUNC_KINDS = [undefined, "replace", "add"] as const;

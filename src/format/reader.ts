@@ -136,7 +136,7 @@ function decode(elf: ElfReader, bytes: Uint8Array, file: string): ReadPackage {
 
   // Header: magic and version first.
   const meta = dataOf(metaSec);
-  if (meta.length < 16 || utf8.decode(meta.subarray(0, 8)) !== D.META_MAGIC) fail(`${D.SEC_META}: bad magic (not a patchc package header)`);
+  if (meta.length < 16 || String.fromCharCode(...meta.subarray(0, 8)) !== D.META_MAGIC) fail(`${D.SEC_META}: bad magic (not a patchc package header)`);
   const mv = new DataView(meta.buffer, meta.byteOffset, meta.byteLength);
   const major = mv.getUint16(8, true);
   const minor = mv.getUint16(10, true);

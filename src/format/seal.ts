@@ -9,8 +9,10 @@
 // not part of it: only what a reader of the sections sees. Signing fills .patchc.seal in
 // place (its size is fixed), so a signed and an unsigned package have the same hash.
 //
-// Signature: ed25519 (RFC 8032, node:crypto) over "patchc-package-signature-1\0" || hash.
-// Key id: sha256 of the signer's raw 32-byte public key.
+// Signature: ed25519 (RFC 8032, node:crypto) over "patchc-package-signature-1\0" || hash,
+// with the signer's raw 32-byte public key beside it: every read checks that the signature
+// is valid for that key (an altered seal is refused); --require-signed KEY checks the key.
+// Key id (shown to people): sha256 of the raw public key.
 import { createHash, createPrivateKey, createPublicKey, sign, verify, type KeyObject } from "node:crypto";
 import * as D from "./defs.js";
 import { PackageError } from "./errors.js";
@@ -31,30 +33,39 @@ export interface CanonicalSection {
 const encoder = new TextEncoder();
 
 export function contentHash(sections: readonly CanonicalSection[]): Uint8Array {
-  const h = createHash("sha256");
-  const head = Buffer.alloc(4);
-  h.update(D.HASH_DOMAIN);
-  head.writeUInt32LE(sections.length);
-  h.update(head);
-  const fields = Buffer.alloc(60);
-  for (const s of sections) {
-    const name = encoder.encode(s.name);
-    head.writeUInt32LE(name.length);
-    h.update(head);
-    h.update(name);
-    fields.writeUInt32LE(s.type, 0);
-    fields.writeBigUInt64LE(s.flags, 4);
-    fields.writeBigUInt64LE(s.addr, 12);
-    fields.writeUInt32LE(s.link, 20);
-    fields.writeUInt32LE(s.info, 24);
-    fields.writeBigUInt64LE(s.align, 28);
-    fields.writeBigUInt64LE(s.entsize, 36);
-    fields.writeBigUInt64LE(s.size, 44);
-    fields.writeBigUInt64LE(s.name === D.SEC_SEAL || !s.data ? 0n : BigInt(s.data.length), 52);
-    h.update(fields);
-    if (s.data && s.name !== D.SEC_SEAL) h.update(s.data);
-  }
-  return new Uint8Array(h.digest());
+  // One buffer, one digest: a hash update per field costs more than the hashing itself.
+  const names = sections.map((s) => encoder.encode(s.name));
+  const bodies = sections.map((s) => (s.data && s.name !== D.SEC_SEAL ? s.data : undefined));
+  const domain = encoder.encode(D.HASH_DOMAIN);
+  let total = domain.length + 4;
+  sections.forEach((_, i) => (total += 4 + names[i].length + 60 + (bodies[i]?.length ?? 0)));
+  const buf = new Uint8Array(total);
+  const v = new DataView(buf.buffer);
+  buf.set(domain, 0);
+  let at = domain.length;
+  v.setUint32(at, sections.length, true);
+  at += 4;
+  sections.forEach((s, i) => {
+    v.setUint32(at, names[i].length, true);
+    buf.set(names[i], at + 4);
+    at += 4 + names[i].length;
+    v.setUint32(at, s.type, true);
+    v.setBigUint64(at + 4, s.flags, true);
+    v.setBigUint64(at + 12, s.addr, true);
+    v.setUint32(at + 20, s.link, true);
+    v.setUint32(at + 24, s.info, true);
+    v.setBigUint64(at + 28, s.align, true);
+    v.setBigUint64(at + 36, s.entsize, true);
+    v.setBigUint64(at + 44, s.size, true);
+    v.setBigUint64(at + 52, BigInt(bodies[i]?.length ?? 0), true);
+    at += 60;
+    const body = bodies[i];
+    if (body) {
+      buf.set(body, at);
+      at += body.length;
+    }
+  });
+  return new Uint8Array(createHash("sha256").update(buf).digest());
 }
 
 export function toHex(b: Uint8Array): string {
@@ -69,11 +80,15 @@ function signedMessage(hash: Uint8Array): Buffer {
   return Buffer.concat([Buffer.from(D.SIGNATURE_DOMAIN), hash]);
 }
 
-/** sha256 of the raw public key: what a signature records to say who signed. */
-export function keyId(key: KeyObject): Uint8Array {
+/** The raw 32-byte ed25519 public key of a public or private key. */
+export function rawPublicKey(key: KeyObject): Uint8Array {
   const pub = key.type === "private" ? createPublicKey(key) : key;
-  const jwk = pub.export({ format: "jwk" });
-  return new Uint8Array(createHash("sha256").update(Buffer.from(jwk.x as string, "base64url")).digest());
+  return new Uint8Array(Buffer.from(pub.export({ format: "jwk" }).x as string, "base64url"));
+}
+
+/** sha256 of the raw public key: how people tell keys apart. */
+export function keyId(raw: Uint8Array): string {
+  return createHash("sha256").update(raw).digest("hex");
 }
 
 /** A private ed25519 key from PEM (PKCS#8) text; `what` names its file in errors. */
@@ -102,12 +117,12 @@ export function verifyingKey(pem: string | Uint8Array, what: string): KeyObject 
 
 export interface Seal {
   hash: Uint8Array; // 32 bytes
-  signature?: { algorithm: "ed25519"; keyId: Uint8Array; bytes: Uint8Array };
+  signature?: { algorithm: "ed25519"; publicKey: Uint8Array; bytes: Uint8Array };
 }
 
 export function makeSeal(hash: Uint8Array, key?: KeyObject): Seal {
   if (!key) return { hash };
-  return { hash, signature: { algorithm: "ed25519", keyId: keyId(key), bytes: new Uint8Array(sign(null, signedMessage(hash), key)) } };
+  return { hash, signature: { algorithm: "ed25519", publicKey: rawPublicKey(key), bytes: new Uint8Array(sign(null, signedMessage(hash), key)) } };
 }
 
 export function encodeSeal(seal: Seal): Uint8Array {
@@ -117,7 +132,7 @@ export function encodeSeal(seal: Seal): Uint8Array {
   v.setUint32(4, seal.signature ? 1 : 0, true);
   b.set(seal.hash, 8);
   if (seal.signature) {
-    b.set(seal.signature.keyId, 40);
+    b.set(seal.signature.publicKey, 40);
     b.set(seal.signature.bytes, 72);
   }
   return b;
@@ -133,19 +148,26 @@ export function decodeSeal(b: Uint8Array): Seal | string {
   if (sigAlg > 1) return `signature algorithm ${sigAlg} is not 0 (none) or 1 (ed25519)`;
   const hash = b.slice(8, 40);
   if (sigAlg === 0) {
-    if (b.subarray(40).some((x) => x !== 0)) return "an unsigned seal has nonzero key id or signature bytes";
+    if (b.subarray(40).some((x) => x !== 0)) return "an unsigned seal has nonzero public key or signature bytes";
     return { hash };
   }
-  return { hash, signature: { algorithm: "ed25519", keyId: b.slice(40, 72), bytes: b.slice(72, 136) } };
+  const signature = { algorithm: "ed25519" as const, publicKey: b.slice(40, 72), bytes: b.slice(72, 136) };
+  let key: KeyObject;
+  try {
+    key = createPublicKey({ key: { kty: "OKP", crv: "Ed25519", x: Buffer.from(signature.publicKey).toString("base64url") }, format: "jwk" });
+  } catch {
+    return "the signer's public key is not a valid ed25519 key";
+  }
+  if (!verify(null, signedMessage(hash), key, signature.bytes)) return `the signature by key ${keyId(signature.publicKey).slice(0, 16)} does not verify: the package or its seal was altered`;
+  return { hash, signature };
 }
 
-/** Whether the seal's signature is a valid signature of its hash by `key`; a reason when not. */
+/** Whether the seal holds a signature by `key` (decodeSeal checked that it verifies); a reason when not. */
 export function checkSignature(seal: Seal, key: KeyObject): true | string {
   if (!seal.signature) return "the package is not signed";
-  const want = keyId(key);
-  if (toHex(seal.signature.keyId) !== toHex(want)) {
-    return `signed by key ${toHex(seal.signature.keyId).slice(0, 16)}, not by the key given (${toHex(want).slice(0, 16)})`;
+  const want = rawPublicKey(key);
+  if (toHex(seal.signature.publicKey) !== toHex(want)) {
+    return `signed by key ${keyId(seal.signature.publicKey).slice(0, 16)}, not by the key given (${keyId(want).slice(0, 16)})`;
   }
-  if (!verify(null, signedMessage(seal.hash), key, seal.signature.bytes)) return "the signature does not verify: the package or its seal was altered";
   return true;
 }

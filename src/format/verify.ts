@@ -7,19 +7,20 @@ import { ElfReader } from "../core/elf.js";
 import * as D from "./defs.js";
 import { PackageError } from "./errors.js";
 import { decodePackage, type ReadPackage } from "./reader.js";
-import { checkSignature, encodeSeal, fromHex, keyId, makeSeal, signingKey, toHex, verifyingKey } from "./seal.js";
+import { checkSignature, encodeSeal, fromHex, keyId, makeSeal, signingKey, verifyingKey } from "./seal.js";
 
 export type SignatureStatus =
   | { status: "unsigned" }
-  | { status: "signed"; algorithm: "ed25519"; keyId: string } // signed, not checked against a key
+  | { status: "signed"; algorithm: "ed25519"; keyId: string } // signed (the signature verifies for the key it carries), not checked against a given key
   | { status: "verified"; algorithm: "ed25519"; keyId: string; key: string }; // checked: signed by `key`
 
 /** What the package says about its signature, checked against `key` when one is given. */
 export function signatureStatus(pkg: ReadPackage, key?: { key: KeyObject; name: string }): SignatureStatus {
   const sig = pkg.seal.signature;
   if (!sig) return { status: "unsigned" };
-  if (key && checkSignature(pkg.seal, key.key) === true) return { status: "verified", algorithm: sig.algorithm, keyId: toHex(sig.keyId), key: key.name };
-  return { status: "signed", algorithm: sig.algorithm, keyId: toHex(sig.keyId) };
+  const id = keyId(sig.publicKey);
+  if (key && checkSignature(pkg.seal, key.key) === true) return { status: "verified", algorithm: sig.algorithm, keyId: id, key: key.name };
+  return { status: "signed", algorithm: sig.algorithm, keyId: id };
 }
 
 /**
@@ -66,5 +67,3 @@ export function signPackageBytes(core: Core, bytes: Uint8Array, file: string, ke
   }
   return out;
 }
-
-export { keyId };
