@@ -188,6 +188,21 @@ export const RELOC_TYPES: ReadonlyMap<number, { name: string; width: number }> =
   ).map(([t, name, width]) => [t, { name: `R_X86_64_${name}`, width }]),
 );
 
+/** TLS relocation types and the access model each belongs to (psABI "Thread-Local Storage"; Drepper, "ELF Handling For Thread-Local Storage"). */
+export const TLS_RELOC_MODELS: ReadonlyMap<number, "gd" | "ld" | "ie" | "le"> = new Map([
+  [19, "gd"], // TLSGD
+  [34, "gd"], // GOTPC32_TLSDESC (TLS descriptors: a general dynamic access)
+  [35, "gd"], // TLSDESC_CALL
+  [45, "gd"], // CODE_4_GOTPC32_TLSDESC
+  [20, "ld"], // TLSLD
+  [21, "ld"], // DTPOFF32
+  [17, "ld"], // DTPOFF64
+  [22, "ie"], // GOTTPOFF
+  [44, "ie"], // CODE_4_GOTTPOFF
+  [23, "le"], // TPOFF32
+  [18, "le"], // TPOFF64
+]);
+
 export function relocName(type: number): string {
   return RELOC_TYPES.get(type)?.name ?? `relocation type ${type}`;
 }

@@ -407,4 +407,21 @@ export function validateModel(m: PatchPackage): void {
   m.symbols.forEach((sym, i) => {
     if (sym.section === undefined && !bound.has(i)) fail(`symbol ${i} (${sym.name})`, "undefined and bound by no reference: apply could not resolve it");
   });
+
+  // A TLS variable is reached only by TLS relocations, of the access model its reference says.
+  m.sections.forEach((s, i) => {
+    s.relocations.forEach((r, j) => {
+      const ref = bound.get(r.symbol);
+      const model = D.TLS_RELOC_MODELS.get(r.type);
+      const what = `section ${i} (${s.name}): relocation ${j} at 0x${r.offset.toString(16)}`;
+      if (model !== undefined) {
+        const sym = m.symbols[r.symbol];
+        if (ref && ref.bind !== "tls") fail(what, `${D.relocName(r.type)} refers to ${ref.name}, which is not bound as a TLS variable`);
+        if (!ref && sym.section !== undefined && sym.type !== "section") fail(what, `${D.relocName(r.type)} refers to ${sym.name}, which the package defines: a package has no TLS variables`);
+        if (ref?.tls && ref.tls.model !== model) fail(what, `${D.relocName(r.type)} is a ${model.toUpperCase()} access, but reference ${ref.name} says ${ref.tls.model.toUpperCase()}`);
+      } else if (ref?.bind === "tls") {
+        fail(what, `${D.relocName(r.type)} refers to the TLS variable ${ref.name} as if it were an ordinary symbol`);
+      }
+    });
+  });
 }
