@@ -9,7 +9,7 @@ import { ElfReader } from "../src/core/elf.js";
 import { encodePackage, writePackageFile } from "../src/format/writer.js";
 import { decodePackage, readPackageFile } from "../src/format/reader.js";
 import type { PatchPackage } from "../src/format/model.js";
-import { buildFixture, type Fixture } from "./helpers/package-fixture.js";
+import { buildFixture, packageFromObject, type Fixture } from "./helpers/package-fixture.js";
 import { run } from "./helpers/gcc.js";
 
 const core = nodeCore();
@@ -133,5 +133,40 @@ describe("package round trip", () => {
       functions: [{ kind: "add", name: "answer", symbol: 0, pieces: [] }],
     };
     expect(decodePackage(core, encodePackage(one), "one").model).toEqual(one);
+  });
+
+  it("carries a C++ method's exception tables: its LSDA, and the personality through the target", () => {
+    const src = fx.scratch.write("acct.cc", `
+#include <stdexcept>
+#include <cstdio>
+struct Acct { int bal; int withdraw(int x); };
+int Acct::withdraw(int x) {
+  try { if (x > bal) throw std::runtime_error("overdrawn"); bal -= x; }
+  catch (const std::exception &e) { std::puts(e.what()); return -1; }
+  return bal;
+}
+int main(int argc, char **) { Acct a{10}; return a.withdraw(argc * 20); }
+`);
+    const flags = ["-O2", "-fPIE", "-ffunction-sections", "-fdata-sections"];
+    const target = fx.scratch.path("acct");
+    const obj = fx.scratch.path("acct.o");
+    run("g++", [...flags, "-pie", "-Wl,--build-id", src, "-o", target]);
+    run("g++", [...flags, "-c", src, "-o", obj]);
+    const fn = "_ZN4Acct8withdrawEi";
+    const m = packageFromObject(core, obj, target, { patchId: "acct-1", keep: [`.text.${fn}`, `.text.unlikely.${fn}`, `.gcc_except_table.${fn}`, `.rodata.${fn}.str1.1`], replace: [fn], add: [] });
+    expect(m.functions[0].pieces.map((p) => p.name)).toEqual([`${fn}.cold`]);
+    expect(m.functions[0].fde).toBeDefined();
+    expect(m.functions[0].pieces[0].fde).toBeDefined();
+    const personality = m.references.find((r) => r.name === "DW.ref.__gxx_personality_v0")!;
+    expect(personality).toMatchObject({ bind: "direct", scope: "module", type: "object" });
+    expect(m.references.find((r) => r.name === "__cxa_throw")).toMatchObject({ bind: "plt", scope: "dynamic" });
+    const path = fx.scratch.path("acct.patch");
+    writePackageFile(path, m);
+    expect(readPackageFile(core, path).model).toEqual(m);
+    const frames = run("readelf", ["--debug-dump=frames", path]);
+    expect(frames).toMatch(/Augmentation:\s+"zPLR"/);
+    expect(frames).toMatch(/Augmentation data:\s+[0-9a-f ]+\n/);
+    expect(run("readelf", ["-rW", path])).toMatch(/R_X86_64_PC32\s+0+\s+\.gcc_except_table\._ZN4Acct8withdrawEi \+ 0/);
+    expect(run("objdump", ["-dr", "-C", path])).toMatch(/<Acct::withdraw\(int\)>:/);
   });
 });
