@@ -443,8 +443,9 @@ export class ElfFile {
       t.offset = s.offset;
       t.count = <u32>(s.size / D.RELA_SIZE);
       t.section = <i32>i;
-      t.target = (s.flags & D.SHF_INFO_LINK) != 0 || this.type == D.ET_REL ? <i32>s.info : -1;
-      if (t.target >= <i32>n) return fail(Err.ELF_BAD_RELOCATION, "section " + i.toString() + ": sh_info " + s.info.toString() + " is not a section");
+      const hasTarget = (s.flags & D.SHF_INFO_LINK) != 0 || this.type == D.ET_REL;
+      if (hasTarget && s.info >= n) return fail(Err.ELF_BAD_RELOCATION, "section " + i.toString() + ": sh_info " + s.info.toString() + " is not a section");
+      t.target = hasTarget ? <i32>s.info : -1;
       if (s.link == 0) {
         t.symtab = DYNSYM; // no symbols referenced (e.g. only R_X86_64_RELATIVE)
       } else {
