@@ -2,7 +2,7 @@
 // ("ELF reader"); every pointer in a record points into the caller's input buffer,
 // which must stay allocated (and unchanged) until elf_close.
 import { Err, fail, failNeg, clearError } from "../error";
-import { ElfFile, Section, Segment, RelaTable, Version, DYNSYM, RELR, foundLen, strAt } from "./file";
+import { ElfFile, Section, Segment, RelaTable, Version, DYNSYM, RELR, foundLen } from "./file";
 import { elfFiles } from "./registry";
 import { RELA_SIZE, DYN_SIZE, R_X86_64_RELATIVE } from "./defs";
 
@@ -283,7 +283,7 @@ export function elf_dynstr(h: i32, offset: u32, lenOut: usize): usize {
     fail(Err.ELF_NO_SUCH_TABLE, "elf_dynstr: the file has no dynamic string table");
     return 0;
   }
-  const at = strAt(f.bytes, t.strOffset, t.strSize, offset);
+  const at = f.str(t.strOffset, t.strSize, offset);
   if (at < 0) {
     fail(Err.ELF_BAD_STRING, "elf_dynstr: offset " + offset.toString() + " is not a string in the dynamic string table");
     return 0;

@@ -108,6 +108,40 @@ export class Version {
 /** Length of the string found by strAt(); valid right after a successful call. */
 export let foundLen: u32 = 0;
 
+/**
+ * The NUL bytes of one string table, ascending: where the string at an index ends is
+ * then a binary search instead of a scan (see ElfFile.str()).
+ */
+class NulIndex {
+  nuls: StaticArray<u32>;
+
+  constructor(b: Bytes, public tabOff: u64, public tabSize: u64) {
+    const start = b.ptr(tabOff);
+    const size = <usize>tabSize;
+    let n = 0;
+    for (let i: usize = 0; i < size; i++) if (load<u8>(start + i) == 0) n++;
+    this.nuls = new StaticArray<u32>(n);
+    let k = 0;
+    for (let i: usize = 0; i < size; i++) if (load<u8>(start + i) == 0) unchecked((this.nuls[k++] = <u32>i));
+  }
+
+  /** As strAt(). */
+  find(idx: u32): i64 {
+    if (<u64>idx >= this.tabSize) return -1;
+    const nuls = this.nuls;
+    let lo = 0;
+    let hi = nuls.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (unchecked(nuls[mid]) < idx) lo = mid + 1;
+      else hi = mid;
+    }
+    if (lo == nuls.length) return -1;
+    foundLen = unchecked(nuls[lo]) - idx;
+    return <i64>(this.tabOff + <u64>idx);
+  }
+}
+
 export class ElfFile {
   bytes: Bytes;
   isImage: bool;
@@ -142,10 +176,36 @@ export class ElfFile {
   ehFrameHdrSize: u64 = 0;
   tlsSegment: i32 = -1;
 
+  // Names are found by scanning to their NUL (strAt). Names may share one long NUL-free
+  // run, though (crafted: n symbols whose names all start in one S-byte string cost n*S),
+  // so scanning has a budget proportional to the input; past it, a string table gets a
+  // NulIndex and each lookup is a binary search: O(input + names * log) in all.
+  private scanBudget: u64;
+  private nulIndexes: Array<NulIndex> = [];
+
   constructor(ptr: usize, len: u64, isImage: bool, base: u64) {
     this.bytes = new Bytes(ptr, len);
     this.isImage = isImage;
     this.base = base;
+    this.scanBudget = 8 * len + (1 << 20);
+  }
+
+  /** strAt() over the input, in bounded time (see scanBudget). */
+  str(tabOff: u64, tabSize: u64, idx: u32): i64 {
+    if (this.scanBudget > 0) {
+      const at = strAt(this.bytes, tabOff, tabSize, idx);
+      const cost: u64 = at >= 0 ? <u64>foundLen + 1 : <u64>idx < tabSize ? tabSize - <u64>idx : 1;
+      this.scanBudget = cost >= this.scanBudget ? 0 : this.scanBudget - cost;
+      return at;
+    }
+    const ix = this.nulIndexes;
+    for (let i = 0; i < ix.length; i++) {
+      const t = unchecked(ix[i]);
+      if (t.tabOff == tabOff && t.tabSize == tabSize) return t.find(idx);
+    }
+    const t = new NulIndex(this.bytes, tabOff, tabSize);
+    ix.push(t);
+    return t.find(idx);
   }
 
   /** Reads and validates everything; returns Err.OK or the failure code (message recorded). */
@@ -335,7 +395,7 @@ export class ElfFile {
       }
       for (let i: u32 = 0; i < n; i++) {
         const s = this.sections[i];
-        const at = strAt(this.bytes, strs.offset, strs.size, s.name);
+        const at = this.str(strs.offset, strs.size, s.name);
         if (at < 0) {
           return fail(Err.ELF_BAD_STRING, "section " + i.toString() + ": sh_name " + s.name.toString() + " is not a string in the section-name table (size " + strs.size.toString() + ")");
         }
@@ -495,7 +555,7 @@ export class ElfFile {
       for (let i: u32 = 0; i < t.count; i++) {
         const o = t.offset + <u64>i * D.SYM_SIZE;
         const name = b.u32(o);
-        if (strAt(b, t.strOffset, t.strSize, name) < 0) {
+        if (this.str(t.strOffset, t.strSize, name) < 0) {
           return fail(Err.ELF_BAD_STRING, what + " symbol " + i.toString() + ": st_name " + name.toString() + " is not a string in its string table (size " + t.strSize.toString() + ")");
         }
         const shndx = b.u16(o + 6);
@@ -523,7 +583,8 @@ export class ElfFile {
   private addVersion(v: Version, what: string): i32 {
     if (<u32>v.index >= D.MAX_VERSIONS) return fail(Err.ELF_BAD_VERSION, what + ": version index " + v.index.toString() + " is absurd");
     if (<i32>v.index >= this.versionSlot.length) {
-      const grown = new StaticArray<u16>(<i32>v.index + 1);
+      // Grown geometrically: indices rising one by one must not copy n^2/2 entries.
+      const grown = new StaticArray<u16>(max(<i32>v.index + 1, this.versionSlot.length * 2));
       for (let i = 0; i < this.versionSlot.length; i++) grown[i] = this.versionSlot[i];
       this.versionSlot = grown;
     }
@@ -556,7 +617,7 @@ export class ElfFile {
       const next = b.u32(p + 16);
       const a = p + aux;
       if (!b.inRange(a, D.VERDAUX_SIZE) || a + D.VERDAUX_SIZE > off + size) return fail(Err.ELF_BAD_VERSION, what + ": vd_aux " + aux.toString() + " lies outside the section");
-      const at = strAt(b, strOff, strSize, b.u32(a));
+      const at = this.str(strOff, strSize, b.u32(a));
       if (at < 0) return fail(Err.ELF_BAD_STRING, what + ": vda_name is not a string in the linked string table");
       const v = new Version();
       v.index = ndx & ~D.VERSYM_HIDDEN;
@@ -583,7 +644,7 @@ export class ElfFile {
       const what = ".gnu.version_r entry " + i.toString();
       if (p < off || !b.inRange(p, D.VERNEED_SIZE) || p + D.VERNEED_SIZE > end) return fail(Err.ELF_BAD_VERSION, what + ": at " + hex(p) + " lies outside the section");
       const cnt = <u32>b.u16(p + 2);
-      const file = strAt(b, strOff, strSize, b.u32(p + 4));
+      const file = this.str(strOff, strSize, b.u32(p + 4));
       if (file < 0) return fail(Err.ELF_BAD_STRING, what + ": vn_file is not a string in the linked string table");
       const fileLen = foundLen;
       let a = p + <u64>b.u32(p + 8);
@@ -591,7 +652,7 @@ export class ElfFile {
         if (budget-- == 0) return fail(Err.ELF_BAD_VERSION, what + ": too many version requirements");
         const w = what + " aux " + j.toString();
         if (a < off || !b.inRange(a, D.VERNAUX_SIZE) || a + D.VERNAUX_SIZE > end) return fail(Err.ELF_BAD_VERSION, w + ": at " + hex(a) + " lies outside the section");
-        const at = strAt(b, strOff, strSize, b.u32(a + 8));
+        const at = this.str(strOff, strSize, b.u32(a + 8));
         if (at < 0) return fail(Err.ELF_BAD_STRING, w + ": vna_name is not a string in the linked string table");
         const v = new Version();
         v.index = b.u16(a + 6) & ~D.VERSYM_HIDDEN;
@@ -942,7 +1003,7 @@ export class ElfFile {
 
   /** Input offset of the name of symbol i; its length is left in foundLen. */
   symName(t: SymTable, i: u32): u64 {
-    return <u64>strAt(this.bytes, t.strOffset, t.strSize, this.bytes.u32(this.symOffset(t, i)));
+    return <u64>this.str(t.strOffset, t.strSize, this.bytes.u32(this.symOffset(t, i)));
   }
 }
 
