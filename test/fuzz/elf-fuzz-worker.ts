@@ -331,7 +331,7 @@ export function caseAt(input: Pick<WorkerInput, "seeds" | "extras" | "plan" | "r
 }
 
 function main(input: WorkerInput): void {
-  const module = new WebAssembly.Module(input.wasm);
+  const module = new WebAssembly.Module(input.wasm as Uint8Array<ArrayBuffer>);
   const progress = new Int32Array(input.progress);
   let harness = new Harness(module);
   const done: Done = { type: "done", cases: 0, opened: 0, memoryMoved: 0, errorCodes: {}, perSeed: {}, ms: 0 };
