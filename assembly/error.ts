@@ -41,6 +41,18 @@ export const enum Err {
   SYM_NOT_DYNSYM = 201, // dynamic lookup and GOT/PLT slots need an index over .dynsym
   SYM_NOT_LINKED = 202, // GOT/PLT slots asked of an ET_REL object
   SYM_ELF_CLOSED = 203, // the ELF handle an index was built from was closed
+  // relocation engine
+  RELOC_NOT_RELOCATABLE = 300, // not an ET_REL object, or a table the engine cannot use
+  RELOC_UNKNOWN_TYPE = 301, // a relocation type the engine does not know
+  RELOC_REFUSED_TYPE = 302, // a known type it refuses (TLS descriptors, dynamic-only types)
+  RELOC_OUT_OF_RANGE = 303, // a value does not fit its field
+  RELOC_UNDEFINED = 304, // a symbol the caller did not bind (or that cannot be resolved)
+  RELOC_BAD_OFFSET = 305, // r_offset outside its section
+  RELOC_NOT_PLACED = 306, // a section, the GOT or the stubs have no address
+  RELOC_BAD_PLACEMENT = 307, // misaligned, or outside the output window
+  RELOC_TLS = 308, // TLS facts missing, or a static-TLS access to dynamic TLS
+  RELOC_STATE = 309, // a call out of order (bind after plan, apply before plan)
+  RELOC_BAD_SYMBOL = 310, // a binding that does not fit the symbol (index, TLS or not)
   // stack-scan analysis: CFI parsing (500..519), unwinding (520..)
   CFI_TRUNCATED = 500,
   CFI_BAD_LENGTH = 501,

@@ -12,6 +12,13 @@
 export const JMP_REL32_SIZE: u32 = 5;
 export const JMP_ABS_SIZE: u32 = 14;
 
+// Jump stub of the relocation engine: where a rel32 call or jump cannot reach its
+// target, the branch goes to a stub, which reaches any address.
+//   ff 25 00 00 00 00     jmp qword ptr [rip+0]
+//   <8-byte address>      (the qword the jmp reads)
+//   cc cc                 int3; int3 (pads the stub to 16 bytes)
+export const JUMP_STUB_SIZE: u32 = 16;
+
 /** Whether `dest` is reachable by a rel32 displacement from an instruction ending at `next`. */
 @inline
 export function fitsRel32(next: u64, dest: u64): bool {
@@ -86,5 +93,14 @@ export class X86Writer {
   /** The shortest jump that reaches dest: rel32 when it reaches, else the 14-byte absolute form. */
   putJmp(dest: u64): bool {
     return this.putJmpRel32(dest) || this.putJmpAbs(dest);
+  }
+
+  /** A 16-byte jump stub to dest (jmp [rip+0], the address, int3 padding). */
+  putJumpStub(dest: u64): bool {
+    if (!this.room(JUMP_STUB_SIZE)) return false;
+    this.putJmpAbs(dest);
+    store<u16>(this.buf + this.size, 0xcccc);
+    this.size += JUMP_STUB_SIZE - JMP_ABS_SIZE;
+    return true;
   }
 }
