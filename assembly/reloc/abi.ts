@@ -176,7 +176,7 @@ export function reloc_place_stubs(h: i32, addr: u64): i32 {
 }
 
 /**
- * Places every SHF_ALLOC non-TLS section, the stubs and the GOT from `base` (flags bit 0:
+ * Places every SHF_ALLOC section, the stubs and the GOT from `base` (flags bit 0:
  * page-aligned r-x / r-- / rw- groups). After reloc_plan. Returns the size used, or -1.
  */
 export function reloc_layout(h: i32, base: u64, flags: u32): i64 {
@@ -205,13 +205,22 @@ export function reloc_area_addr(h: i32, which: u32): i64 {
 /**
  * Writes the placed sections, relocated, and the GOT and stubs into the output window
  * [out, out+len), which stands for target addresses [base, base+len). Bytes of the
- * window outside them are left as they are. 0 or an error code.
+ * window outside them are left as they are. Flags bit 0 (partial): skip what lies wholly
+ * outside the window (to apply window by window); otherwise everything must lie inside.
+ * 0 or an error code.
  */
-export function reloc_apply(h: i32, out: usize, len: usize, base: u64): i32 {
+export function reloc_apply(h: i32, out: usize, len: usize, base: u64, flags: u32): i32 {
   const r = get(h, "reloc_apply");
   if (r === null) return Err.BAD_HANDLE;
   if (out == 0 && len != 0) return fail(Err.BAD_ARGUMENT, "reloc_apply: null output pointer");
-  return r.apply(out, <u64>len, base);
+  return r.apply(out, <u64>len, base, (flags & 1) != 0);
+}
+
+/** Start of the TLS image the layout made (the first placed SHF_TLS section), or -1. */
+export function reloc_tls_image(h: i32): i64 {
+  const r = get(h, "reloc_tls_image");
+  if (r === null) return -1;
+  return r.tlsImageStart();
 }
 
 /** Resolved S of symbol `sym` (a TLS symbol: its offset in the block), as u64 at `out`. 0 or an error code. */

@@ -51,12 +51,14 @@
 // Automatic layout (reloc_layout), from a base aligned to the largest alignment (a page
 // with LAYOUT_PAGES, which also starts each group on a new page):
 //
-//   base -> | SHF_EXECINSTR sections | stubs    |   r-x
-//           | read-only sections     | GOT      |   r--   (the GOT is written by apply only)
-//           | writable sections      | NOBITS   |   rw-
+//   base -> | SHF_EXECINSTR sections | stubs                          |  r-x
+//           | read-only sections     | GOT                            |  r--  (written by apply only)
+//           | writable sections      | TLS image: .tdata, .tbss | NOBITS |  rw-
 //
-// SHF_TLS sections are not laid out automatically: their "address" is where their
-// initialization image goes, and reloc_set_tls says which module's TLS block they are.
+// SHF_TLS sections: their address is where their initialization image lies (.tbss has
+// none: its range is reserved, never written); a TLS symbol's value is its offset from the
+// start of its module's image, which reloc_set_tls gives with the module's facts. For the
+// automatic layout that start is the first TLS section's address (reloc_tls_image).
 import { Bytes, utf8 } from "../bytes";
 import { Err, fail, hex } from "../error";
 import { ElfFile, SymTable, RelaTable, SYMTAB, RELA_SECTION, foundLen } from "../elf/file";
@@ -142,6 +144,13 @@ export const PLAN_BELOW_4G: u32 = 2; // R_X86_64_32 against them
 export const PLAN_NEAR: u32 = 4; // nearLo..nearHi is set
 
 export const LAYOUT_PAGES: u32 = 1;
+// groups of the automatic layout, in address order
+const K_EXEC: i32 = 0;
+const K_RODATA: i32 = 1;
+const K_DATA: i32 = 2;
+const K_TDATA: i32 = 3;
+const K_TBSS: i32 = 4;
+const K_BSS: i32 = 5;
 const PAGE: u64 = 4096;
 
 // Stub candidates: an open-addressing table keyed by (symbol, branch?, addend), in raw
@@ -179,6 +188,7 @@ export class Relocator {
   nsec: u32 = 0;
   secAddr: StaticArray<u64>;
   secPlaced: StaticArray<u8>;
+  written: StaticArray<u8>; // sections the current apply writes
   /** RELA tables applied: those whose target is an SHF_ALLOC section. */
   tables: Array<RelaTable> = [];
   relocCount: u32 = 0;
@@ -198,6 +208,7 @@ export class Relocator {
   // plan results
   gotSlots: u32 = 0; // 8-byte slots of the engine's GOT
   ldModules: Array<u64> = []; // modules of the engine's own LD pairs, in order
+  ldOwnPair: i32 = -1; // the pair of the object's own TLS module (its id comes from reloc_set_tls), or -1
   stubCount: u32 = 0;
   planFlags: u32 = 0;
   below: u64 = 0;
@@ -226,6 +237,7 @@ export class Relocator {
     const nsec = elf.sections.length;
     this.secAddr = new StaticArray<u64>(nsec);
     this.secPlaced = new StaticArray<u8>(nsec);
+    this.written = new StaticArray<u8>(nsec);
     this.nsec = <u32>nsec;
   }
 
@@ -640,7 +652,6 @@ export class Relocator {
   }
 
   setTls(module: u64, tlsStart: u64, blockTpoff: i64, isStatic: bool): i32 {
-    if (this.state != ST_OPEN) return fail(Err.RELOC_STATE, "reloc_set_tls: the TLS module is fixed once reloc_plan has run");
     this.ownTls = true;
     this.ownModule = module;
     this.ownTlsStart = tlsStart;
@@ -768,15 +779,22 @@ export class Relocator {
       }
       if ((refs & R.REF_TLSLD) != 0) {
         if ((st & B_LDGOT) == 0) {
-          // One pair per module: the module of a symbol is known from its binding, or
-          // for the object's own TLS from reloc_set_tls.
-          let module: u64 = 0;
-          if ((st & B_TLS) != 0) module = load<u64>(r + S_MODULE);
-          else if (this.ownTls && !this.isUndefined(i)) module = this.ownModule;
-          else return fail(Err.RELOC_TLS, "reloc_plan: R_X86_64_TLSLD against " + this.symDesc(i) + ": its TLS module is unknown (bind it with reloc_bind_tls, or call reloc_set_tls for the object's own TLS)");
+          // One pair per module: a bound symbol's module, or the object's own (whose id
+          // reloc_set_tls may give until apply).
           let k = 0;
-          while (k < this.ldModules.length && this.ldModules[k] != module) k++;
-          if (k == this.ldModules.length) this.ldModules.push(module);
+          if ((st & B_TLS) != 0) {
+            const module = load<u64>(r + S_MODULE);
+            while (k < this.ldModules.length && (k == this.ldOwnPair || this.ldModules[k] != module)) k++;
+            if (k == this.ldModules.length) this.ldModules.push(module);
+          } else if (!this.isUndefined(i)) {
+            if (this.ldOwnPair < 0) {
+              this.ldOwnPair = this.ldModules.length;
+              this.ldModules.push(0);
+            }
+            k = this.ldOwnPair;
+          } else {
+            return fail(Err.RELOC_TLS, "reloc_plan: R_X86_64_TLSLD against " + this.symDesc(i) + ": an undefined TLS symbol needs reloc_bind_tls (or an LD pair from reloc_bind_got)");
+          }
           store<u32>(r + S_LDPAIR, <u32>k);
           st |= OWN_LDGOT;
         } else {
@@ -871,7 +889,7 @@ export class Relocator {
     return 0;
   }
 
-  /** Places every SHF_ALLOC, non-TLS section, the stubs and the GOT from base; returns the size, or -1. */
+  /** Places every SHF_ALLOC section, the stubs and the GOT from base (see the top); returns the size, or -1. */
   layout(base: u64, flags: u32): i64 {
     if (this.state != ST_PLANNED) {
       fail(Err.RELOC_STATE, "reloc_layout: call reloc_plan first (the GOT and stub sizes come from it)");
@@ -884,49 +902,73 @@ export class Relocator {
       return -1;
     }
     let p = base;
-    const secs = this.elf.sections;
-    for (let g = 0; g < 3; g++) {
-      if (pages && g > 0) p = alignUp(p, PAGE);
-      for (let s: u32 = 1; s < this.nsec; s++) {
-        const sec = secs[s];
-        const fl = sec.flags;
-        if ((fl & D.SHF_ALLOC) == 0 || (fl & D.SHF_TLS) != 0) continue;
-        const grp = (fl & D.SHF_EXECINSTR) != 0 ? 0 : (fl & D.SHF_WRITE) == 0 ? 1 : 2;
-        if (grp != g) continue;
-        if (g == 2 && sec.type == D.SHT_NOBITS) continue;
-        p = alignUp(p, sec.align);
-        this.secAddr[s] = p;
-        this.secPlaced[s] = 1;
-        p += sec.size;
-      }
-      if (g == 0) {
-        p = alignUp(p, 16);
-        this.stubAddr = p;
-        this.stubsPlaced = true;
-        p += this.stubSize();
-      } else if (g == 1) {
-        p = alignUp(p, 8);
-        this.gotAddr = p;
-        this.gotPlaced = true;
-        p += this.gotSize();
-      } else {
-        for (let s: u32 = 1; s < this.nsec; s++) {
-          const sec = secs[s];
-          const fl = sec.flags;
-          if ((fl & D.SHF_ALLOC) == 0 || (fl & D.SHF_TLS) != 0 || (fl & D.SHF_EXECINSTR) != 0 || (fl & D.SHF_WRITE) == 0 || sec.type != D.SHT_NOBITS) continue;
-          p = alignUp(p, sec.align);
-          this.secAddr[s] = p;
-          this.secPlaced[s] = 1;
-          p += sec.size;
-        }
-      }
-    }
+    p = this.placeKind(p, K_EXEC);
+    p = alignUp(p, 16);
+    this.stubAddr = p;
+    this.stubsPlaced = true;
+    p += this.stubSize();
+    if (pages) p = alignUp(p, PAGE);
+    p = this.placeKind(p, K_RODATA);
+    p = alignUp(p, 8);
+    this.gotAddr = p;
+    this.gotPlaced = true;
+    p += this.gotSize();
+    if (pages) p = alignUp(p, PAGE);
+    p = this.placeKind(p, K_DATA);
+    p = alignUp(p, this.tlsAlign());
+    p = this.placeKind(p, K_TDATA);
+    p = this.placeKind(p, K_TBSS);
+    p = this.placeKind(p, K_BSS);
     if (pages) p = alignUp(p, PAGE);
     if (p < base) {
       fail(Err.RELOC_BAD_PLACEMENT, "reloc_layout: the object does not fit above " + hex(base));
       return -1;
     }
     return <i64>(p - base);
+  }
+
+  /** Which group of the automatic layout a section belongs to (-1: not loaded). */
+  private layoutKind(s: u32): i32 {
+    const sec = this.elf.sections[s];
+    const fl = sec.flags;
+    if ((fl & D.SHF_ALLOC) == 0) return -1;
+    if ((fl & D.SHF_TLS) != 0) return sec.hasData ? K_TDATA : K_TBSS;
+    if ((fl & D.SHF_EXECINSTR) != 0) return K_EXEC;
+    if ((fl & D.SHF_WRITE) == 0) return K_RODATA;
+    return sec.hasData ? K_DATA : K_BSS;
+  }
+
+  private placeKind(p: u64, kind: i32): u64 {
+    const secs = this.elf.sections;
+    for (let s: u32 = 1; s < this.nsec; s++) {
+      if (this.layoutKind(s) != kind) continue;
+      const sec = secs[s];
+      p = alignUp(p, sec.align);
+      this.secAddr[s] = p;
+      this.secPlaced[s] = 1;
+      p += sec.size;
+    }
+    return p;
+  }
+
+  /** The largest alignment of the SHF_TLS sections: the TLS image starts aligned to it. */
+  tlsAlign(): u64 {
+    let a: u64 = 1;
+    for (let s: u32 = 1; s < this.nsec; s++) {
+      const sec = this.elf.sections[s];
+      if ((sec.flags & D.SHF_ALLOC) != 0 && (sec.flags & D.SHF_TLS) != 0 && sec.align > a) a = sec.align;
+    }
+    return a;
+  }
+
+  /** Address of the first SHF_TLS section placed by the layout (the TLS image's start), or -1. */
+  tlsImageStart(): i64 {
+    let lo: u64 = <u64>-1;
+    for (let s: u32 = 1; s < this.nsec; s++) {
+      const sec = this.elf.sections[s];
+      if ((sec.flags & D.SHF_TLS) != 0 && this.secPlaced[s] != 0 && this.secAddr[s] < lo) lo = this.secAddr[s];
+    }
+    return lo == <u64>-1 ? -1 : <i64>lo;
   }
 
   // ---- apply -------------------------------------------------------------------------------------
@@ -959,11 +1001,16 @@ export class Relocator {
     return (sec.flags & D.SHF_TLS) != 0 && !sec.hasData;
   }
 
-  private inWindow(addr: u64, size: u64, base: u64, len: u64): bool {
-    return addr >= base && addr - base <= len && size <= len - (addr - base);
+  /** 1 when [addr, addr+size) lies in the window, 0 when wholly outside it and `partial`, else -1 (error recorded). */
+  private windowed(addr: u64, size: u64, base: u64, len: u64, partial: bool, what: string): i32 {
+    if (addr >= base && addr - base <= len && size <= len - (addr - base)) return 1;
+    const end = base + len;
+    if (partial && (addr + size <= base || addr >= end)) return 0;
+    fail(Err.RELOC_BAD_PLACEMENT, "reloc_apply: " + what + " at " + hex(addr) + " (size " + hex(size) + ") is " + (partial ? "partly " : "") + "outside the output window " + hex(base) + "+" + hex(len));
+    return -1;
   }
 
-  apply(out: usize, len: u64, base: u64): i32 {
+  apply(out: usize, len: u64, base: u64, partial: bool): i32 {
     if (this.state != ST_PLANNED) return fail(Err.RELOC_STATE, "reloc_apply: call reloc_plan and place the object first");
     if (this.gotSlots > 0 && !this.gotPlaced) return fail(Err.RELOC_NOT_PLACED, "reloc_apply: the GOT (" + this.gotSlots.toString() + " slots) is not placed");
     if (this.stubCount > 0 && !this.stubsPlaced) return fail(Err.RELOC_NOT_PLACED, "reloc_apply: the stub area (" + this.stubCount.toString() + " stubs) is not placed");
@@ -971,27 +1018,32 @@ export class Relocator {
       return fail(Err.RELOC_NOT_PLACED, "reloc_apply: relocations use the GOT's address; place the GOT or set a GOT base");
     }
     if (!this.gotBaseSet) this.gotBase = this.gotAddr;
-    // Everything written must lie in the window.
+    // Everything written must lie in the window; with `partial`, what lies wholly outside
+    // it is skipped (the caller applies again with another window), but nothing may straddle.
     const secs = this.elf.sections;
+    this.written.fill(0);
     for (let s: u32 = 1; s < this.nsec; s++) {
       if (this.secPlaced[s] == 0 || this.noImage(s)) continue;
-      const sec = secs[s];
-      if (!this.inWindow(this.secAddr[s], sec.size, base, len)) {
-        return fail(Err.RELOC_BAD_PLACEMENT, "reloc_apply: section " + this.sectionName(s) + " at " + hex(this.secAddr[s]) + " (size " + hex(sec.size) + ") is outside the output window " + hex(base) + "+" + hex(len));
-      }
+      const w = this.windowed(this.secAddr[s], secs[s].size, base, len, partial, "section " + this.sectionName(s));
+      if (w < 0) return Err.RELOC_BAD_PLACEMENT;
+      this.written[s] = <u8>w;
     }
-    if (this.gotSlots > 0 && !this.inWindow(this.gotAddr, this.gotSize(), base, len)) {
-      return fail(Err.RELOC_BAD_PLACEMENT, "reloc_apply: the GOT at " + hex(this.gotAddr) + " (size " + hex(this.gotSize()) + ") is outside the output window " + hex(base) + "+" + hex(len));
+    let gotIn = 0;
+    if (this.gotSlots > 0) {
+      gotIn = this.windowed(this.gotAddr, this.gotSize(), base, len, partial, "the GOT");
+      if (gotIn < 0) return Err.RELOC_BAD_PLACEMENT;
     }
-    if (this.stubCount > 0 && !this.inWindow(this.stubAddr, this.stubSize(), base, len)) {
-      return fail(Err.RELOC_BAD_PLACEMENT, "reloc_apply: the stubs at " + hex(this.stubAddr) + " (size " + hex(this.stubSize()) + ") are outside the output window " + hex(base) + "+" + hex(len));
+    let stubsIn = 0;
+    if (this.stubCount > 0) {
+      stubsIn = this.windowed(this.stubAddr, this.stubSize(), base, len, partial, "the stubs");
+      if (stubsIn < 0) return Err.RELOC_BAD_PLACEMENT;
     }
     // Resolve what the relocations refer to.
     for (let k: u32 = 0; k < this.refCount; k++) this.resolve(load<u32>(this.refList + <usize>k * 4));
     this.assignGot();
     // Contents.
     for (let s: u32 = 1; s < this.nsec; s++) {
-      if (this.secPlaced[s] == 0 || this.noImage(s)) continue;
+      if (this.written[s] == 0) continue;
       const sec = secs[s];
       const dst = out + <usize>(this.secAddr[s] - base);
       if (sec.hasData) memory.copy(dst, this.b.ptr(sec.offset), <usize>sec.size);
@@ -1000,13 +1052,16 @@ export class Relocator {
     // Relocations of the placed sections.
     for (let k = 0; k < this.tables.length; k++) {
       const t = unchecked(this.tables[k]);
-      if (this.secPlaced[t.target] == 0) continue;
+      if (this.written[t.target] == 0) continue;
       const r = this.applyTable(t, out, base);
       if (r != 0) return r;
     }
-    let r = this.writeGot(out, base);
-    if (r != 0) return r;
-    return this.writeStubs(out, base);
+    if (gotIn > 0) {
+      const r = this.writeGot(out, base);
+      if (r != 0) return r;
+    }
+    if (stubsIn > 0) return this.writeStubs(out, base);
+    return 0;
   }
 
   // The relocation switch. Locals are named after the psABI letters: S, A, P, L (a PLT
@@ -1292,7 +1347,8 @@ export class Relocator {
       }
     }
     for (let m = 0; m < this.ldModules.length; m++) {
-      store<u64>(g + k * 8, this.ldModules[m]);
+      if (m == this.ldOwnPair && !this.ownTls) return fail(Err.RELOC_TLS, "R_X86_64_TLSLD GOT pair of the object's own TLS: reloc_set_tls was not called");
+      store<u64>(g + k * 8, m == this.ldOwnPair ? this.ownModule : this.ldModules[m]);
       store<u64>(g + k * 8 + 8, 0);
       k += 2;
     }
@@ -1341,7 +1397,7 @@ export class Relocator {
       }
     }
     for (let m = 0; m < this.ldModules.length; m++) {
-      w += this.slotRec(first, count, out, k++, g, this.ldModules[m], 0, SLOT_LD_MODULE);
+      w += this.slotRec(first, count, out, k++, g, m == this.ldOwnPair ? this.ownModule : this.ldModules[m], 0, SLOT_LD_MODULE);
       w += this.slotRec(first, count, out, k++, g, 0, 0, SLOT_LD_ZERO);
     }
     return <i32>w;

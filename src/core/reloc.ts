@@ -111,7 +111,8 @@ interface RelocExports {
   reloc_layout(h: number, base: bigint, flags: number): bigint;
   reloc_section_addr(h: number, sec: number): bigint;
   reloc_area_addr(h: number, which: number): bigint;
-  reloc_apply(h: number, out: number, len: number, base: bigint): number;
+  reloc_apply(h: number, out: number, len: number, base: bigint, flags: number): number;
+  reloc_tls_image(h: number): bigint;
   reloc_symbol_value(h: number, sym: number, out: number): number;
   reloc_got_slots(h: number, first: number, count: number, out: number): number;
   reloc_stubs(h: number, first: number, count: number, out: number): number;
@@ -262,7 +263,7 @@ export class Relocation {
     this.ok(this.x.reloc_place_stubs(this.handle, u64(addr)));
   }
 
-  /** Packs every SHF_ALLOC non-TLS section, the stubs and the GOT from base; returns the size. */
+  /** Packs every SHF_ALLOC section, the stubs and the GOT from base; returns the size. */
   layout(base: bigint, opts: { pages?: boolean } = {}): bigint {
     const r = this.x.reloc_layout(this.handle, u64(base), opts.pages ? 1 : 0);
     if (r === -1n) throw this.core.lastError(this.elf.name);
@@ -284,17 +285,25 @@ export class Relocation {
     return r === -1n ? undefined : u64(r);
   }
 
+  /** Start of the TLS image the layout made (the first SHF_TLS section), if any. */
+  get tlsImage(): bigint | undefined {
+    const r = this.x.reloc_tls_image(this.handle);
+    return r === -1n ? undefined : u64(r);
+  }
+
   /**
    * Relocates into a window of `size` bytes standing for addresses base..base+size, which
-   * starts as `initial` (or zeros). Returns the window's bytes.
+   * starts as `initial` (or zeros). Returns the window's bytes. With `partial`, what lies
+   * wholly outside the window is skipped (apply again for another window).
    */
-  apply(base: bigint, size: number, initial?: Uint8Array): Uint8Array {
+  apply(base: bigint, size: number, opts: { initial?: Uint8Array; partial?: boolean } = {}): Uint8Array {
+    const initial = opts.initial;
     const out = this.core.exports.alloc(size);
     try {
       const mem = this.core.bytes;
       if (initial) mem.set(initial.subarray(0, size), out);
       else mem.fill(0, out, out + size);
-      this.ok(this.x.reloc_apply(this.handle, out, size, u64(base)));
+      this.ok(this.x.reloc_apply(this.handle, out, size, u64(base), opts.partial ? 1 : 0));
       return this.core.copyOut(out, size);
     } finally {
       this.core.exports.free(out);

@@ -1,0 +1,382 @@
+// The relocation engine's own behaviour: address constraints, jump stubs for far calls
+// (checked by disassembling the output with objdump), its own GOT, TLS refusals, and
+// the errors that name the relocation, the symbol, the value and the range.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { readFileSync, writeFileSync } from "node:fs";
+import { nodeCore } from "../src/node/core-file.js";
+import { ElfReader } from "../src/core/elf.js";
+import { CoreError } from "../src/core/instance.js";
+import { GotKind, Ref, Relocation } from "../src/core/reloc.js";
+import { Scratch, run } from "./helpers/gcc.js";
+import { FIXTURE } from "./helpers/reloc-fixtures.js";
+
+const core = nodeCore();
+let scratch: Scratch;
+const obj: Record<string, string> = {};
+
+const EXT_DATA = `
+extern int ext_data;
+extern int ext_fn(int);
+int get(int x) { return ext_data + ext_fn(x); }
+`;
+
+// Branches (call, jmp, jcc) to local functions of another section: gas emits R_X86_64_PC32.
+const BRANCHES = `
+  .text
+  .globl f
+f:
+  call lf
+  jmp lf2
+  jne lf
+  call ext@PLT
+  ret
+  .section .text.far,"ax",@progbits
+lf: ret
+lf2: ret
+  .section .note.GNU-stack,"",@progbits
+`;
+
+function asm(name: string, text: string, flags: string[] = []): string {
+  const src = scratch.write(`${name}.s`, text);
+  return scratch.gcc(src, `${name}.o`, ["-c", ...flags]);
+}
+
+beforeAll(() => {
+  scratch = new Scratch();
+  obj.nopie = scratch.gcc(FIXTURE, "nopie.o", ["-O2", "-c", "-fno-pic"]);
+  obj.pie = scratch.gcc(FIXTURE, "pie.o", ["-O2", "-c", "-fPIE"]);
+  obj.pic = scratch.gcc(FIXTURE, "pic.o", ["-O2", "-c", "-fPIC"]);
+  obj.gnu2 = scratch.gcc(FIXTURE, "gnu2.o", ["-O2", "-c", "-fPIC", "-mtls-dialect=gnu2"]);
+  obj.ext = scratch.gcc(EXT_DATA, "ext.o", ["-O2", "-c", "-fno-pic"]);
+  obj.branches = asm("branches", BRANCHES);
+}, 60_000);
+afterAll(() => scratch?.remove());
+
+function open(path: string, data?: Uint8Array): { elf: ElfReader; r: Relocation; close(): void } {
+  const elf = new ElfReader(core, data ?? readFileSync(path), path);
+  let r: Relocation;
+  try {
+    r = new Relocation(elf);
+  } catch (e) {
+    elf.close();
+    throw e;
+  }
+  return { elf, r, close: () => (r.close(), elf.close()) };
+}
+
+function coreError(fn: () => unknown): CoreError {
+  try {
+    fn();
+  } catch (e) {
+    if (e instanceof CoreError) return e;
+    throw e;
+  }
+  throw new Error("expected a CoreError");
+}
+
+/** Binds every undefined non-TLS symbol with `addr(name)`, every TLS one with the given facts. */
+function bindAll(r: Relocation, addr: (name: string) => bigint, tls: Record<string, { module: bigint; offset: bigint; blockTpoff?: bigint }> = {}) {
+  for (const ref of r.refs()) {
+    if (!ref.undefined || ref.gotSymbol) continue;
+    if (ref.tls) {
+      const t = tls[ref.name] ?? { module: 2n, offset: 0x10n, blockTpoff: -0x200n };
+      r.bindTls(ref.sym, { module: t.module, blockTpoff: t.blockTpoff }, t.offset);
+    } else r.bindAddress(ref.sym, addr(ref.name));
+  }
+}
+
+/** objdump's disassembly of raw bytes at `vma`: address -> "mnemonic operands". */
+function disassemble(bytes: Uint8Array, vma: bigint): Map<bigint, string> {
+  const file = scratch.path(`raw-${vma.toString(16)}.bin`);
+  writeFileSync(file, bytes);
+  const out = run("objdump", ["-D", "-b", "binary", "-m", "i386:x86-64", `--adjust-vma=0x${vma.toString(16)}`, file]);
+  const r = new Map<bigint, string>();
+  for (const line of out.split("\n")) {
+    const m = /^\s+([0-9a-f]+):\t(?:[0-9a-f]{2} )+\s*\t(.*)$/.exec(line);
+    if (m) r.set(BigInt("0x" + m[1]), m[2].replace(/\s+/g, " ").trim());
+  }
+  return r;
+}
+
+describe("relocation engine", () => {
+  it("reports what an object needs before placement", () => {
+    const nopie = open(obj.nopie);
+    const pie = open(obj.pie);
+    try {
+      const names = (x: typeof nopie) => new Map(x.r.refs().map((f) => [f.name, f]));
+      const n = names(nopie);
+      expect(n.get("puts")!.undefined).toBe(true);
+      expect(n.get("puts")!.refs & Ref.CALL).toBeTruthy();
+      expect(n.get("ext_tls")!.tls).toBe(true);
+      expect(n.get("ext_tls")!.refs & Ref.TPOFF_GOT).toBeTruthy();
+      expect(n.get("gvar")!.undefined).toBe(false);
+      expect(nopie.r.info.staticTls).toBe(true);
+      expect(nopie.r.info.hasTlsSections).toBe(true);
+      bindAll(nopie.r, () => 0x401000n);
+      bindAll(pie.r, () => 0x401000n);
+      nopie.r.setTls({ module: 1n, tlsStart: 0n, blockTpoff: -0x40n });
+      pie.r.setTls({ module: 1n, tlsStart: 0n, blockTpoff: -0x40n });
+      // Non-PIE code addresses its string literals and jump table with R_X86_64_32/32S.
+      const np = nopie.r.plan();
+      expect(np.below2G).toBe(true);
+      expect(np.below).toBe(0x80000000n);
+      const pp = pie.r.plan();
+      expect(pp.below2G || pp.below4G).toBe(false);
+      expect(pp.below).toBe(0n);
+      expect(pp.gotSlots).toBe(3); // the initial-exec slots of ext_tls, ext_ie and own_ie
+      expect(pp.stubs).toBeGreaterThan(0);
+    } finally {
+      nopie.close();
+      pie.close();
+    }
+  });
+
+  it("refuses a non-PIE object placed above 2 GiB, naming type, symbol, value and range", () => {
+    const x = open(obj.nopie);
+    try {
+      bindAll(x.r, () => 0x7f0000001000n);
+      x.r.setTls({ module: 1n, tlsStart: 0n, blockTpoff: -0x40n });
+      x.r.plan();
+      const base = 0x7f0000000000n;
+      const size = x.r.layout(base);
+      const e = coreError(() => x.r.apply(base, Number(size)));
+      expect(e.code).toBe(303);
+      expect(e.message).toMatch(/R_X86_64_32S? against (section \.rodata|`\w+`)\S* .*at \.\S+\+0x[0-9a-f]+: value 0x7f[0-9a-f]+ is out of range \[(-0x80000000, 0x7fffffff|0x0, 0xffffffff)\]/);
+    } finally {
+      x.close();
+    }
+  });
+
+  it("refuses a PC-relative data reference out of reach, and reports where the object must be", () => {
+    const x = open(obj.ext);
+    try {
+      bindAll(x.r, (name) => (name === "ext_data" ? 0x7f0000000000n : 0x7f0000100000n));
+      const plan = x.r.plan();
+      expect(plan.near).toEqual({ lo: 0x7f0000000000n, hi: 0x7f0000000000n });
+      const size = x.r.layout(0x400000n);
+      const e = coreError(() => x.r.apply(0x400000n, Number(size)));
+      expect(e.code).toBe(303);
+      expect(e.message).toMatch(/^.*: R_X86_64_PC32 against `ext_data` - 0x4 at \.text(\.startup)?\+0x[0-9a-f]+: value 0x7effffb[0-9a-f]+ is out of range \[-0x80000000, 0x7fffffff\]$/);
+    } finally {
+      x.close();
+    }
+  });
+
+  it("sends far calls through jmp [rip] stubs and near ones straight (objdump of the output)", () => {
+    const x = open(obj.pie);
+    try {
+      const far = new Map<string, bigint>();
+      let next = 0x7fff12340000n;
+      bindAll(x.r, (name) => {
+        far.set(name, next);
+        return (next += 0x1000n) - 0x1000n;
+      });
+      const plan = x.r.plan();
+      const base = 0x555555554000n;
+      const size = x.r.layout(base, { pages: true });
+      expect(size % 4096n).toBe(0n);
+      x.r.setTls({ module: 1n, tlsStart: x.r.tlsImage!, blockTpoff: -0x40n });
+      const image = x.r.apply(base, Number(size));
+      const stubs = x.r.stubs(plan.stubs);
+      const stubAt = new Map(stubs.map((s) => [s.addr, s]));
+      // Disassembled piece by piece (objdump would lose the instruction boundaries in padding).
+      const piece = (addr: bigint, size: bigint) => disassemble(image.subarray(Number(addr - base), Number(addr - base + size)), addr);
+      const stubCode = piece(x.r.stubsAddress!, plan.stubSize);
+      const code = new Map<bigint, string>();
+      for (const sec of x.elf.sections()) {
+        if (sec.flags & 4n) for (const [a, i] of piece(x.r.sectionAddress(sec.index)!, sec.size)) code.set(a, i);
+      }
+      // Every stub: jmp *0x0(%rip) followed by its target.
+      for (const s of stubs) {
+        expect(stubCode.get(s.addr)).toMatch(/^jmp \*0x0\(%rip\)/);
+        const o = Number(s.addr - base) + 6;
+        expect(new DataView(image.buffer, image.byteOffset + o, 8).getBigUint64(0, true)).toBe(s.target);
+      }
+      // Every call in the text: to a stub whose target is a far symbol, or to a function of the object.
+      const syms = x.elf.symbols(0);
+      const local = new Set<bigint>();
+      for (const s of syms) if (s.type === 2 && s.shndx !== 0) local.add(x.r.sectionAddress(s.shndx)! + s.value);
+      let farCalls = 0;
+      let nearCalls = 0;
+      for (const [, insn] of code) {
+        const m = /^(?:call|jmp) (0x[0-9a-f]+)$/.exec(insn);
+        if (!m) continue;
+        const dest = BigInt(m[1]);
+        const stub = stubAt.get(dest);
+        if (stub) {
+          expect([...far.values()]).toContain(stub.target);
+          farCalls++;
+        } else if (local.has(dest)) nearCalls++;
+      }
+      expect(farCalls).toBeGreaterThanOrEqual(4); // puts, printf, strlen, qsort
+      expect(nearCalls).toBeGreaterThanOrEqual(2); // sw, tls_use
+    } finally {
+      x.close();
+    }
+  });
+
+  it("extends call, jmp and jcc with PC32 to another section placed 4 GiB away", () => {
+    const x = open(obj.branches);
+    try {
+      const secs = x.elf.sections();
+      const text = secs.find((s) => s.name === ".text")!;
+      const farSec = secs.find((s) => s.name === ".text.far")!;
+      bindAll(x.r, () => 0x1000n);
+      const plan = x.r.plan();
+      // lf - 4 (call and jne share it), lf2 - 3... as (symbol, addend) pairs; and ext.
+      expect(plan.stubs).toBe(3);
+      x.r.place(text.index, 0x100000000n);
+      x.r.placeStubs(0x100001000n);
+      x.r.place(farSec.index, 0x200000000n);
+      const win = x.r.apply(0x100000000n, 0x1000 + Number(plan.stubSize), { partial: true });
+      expect(Array.from(x.r.apply(0x200000000n, 2, { partial: true }))).toEqual([0xc3, 0xc3]);
+      expect(coreError(() => x.r.apply(0x200000001n, 2, { partial: true })).code).toBe(307); // straddles .text.far
+      const code = disassemble(win, 0x100000000n);
+      const stubs = new Map(x.r.stubs(plan.stubs).map((s) => [s.addr, s.target]));
+      const dests = [...code.values()].map((i) => /^(call|jmp|jne) (0x[0-9a-f]+)/.exec(i)).filter((m) => m !== null).slice(0, 4);
+      expect(dests.map((m) => m![1])).toEqual(["call", "jmp", "jne", "call"]);
+      expect(dests.map((m) => stubs.get(BigInt(m![2])))).toEqual([0x200000000n, 0x200000001n, 0x200000000n, 0x1000n]);
+    } finally {
+      x.close();
+    }
+  });
+
+  it("builds its own GOT: address slots, TLS GD pairs, an LD pair per module and IE slots", () => {
+    const x = open(obj.pic);
+    try {
+      bindAll(x.r, () => 0x7f0000000000n, { ext_tls: { module: 2n, offset: 0x20n }, ext_ie: { module: 2n, offset: 0x28n, blockTpoff: -0x400n } });
+      const plan = x.r.plan();
+      const base = 0x7e0000000000n;
+      const size = x.r.layout(base);
+      x.r.setTls({ module: 1n, tlsStart: x.r.tlsImage!, blockTpoff: -0x40n });
+      const image = x.r.apply(base, Number(size));
+      const slots = x.r.gotSlots(plan.gotSlots);
+      const got = x.r.gotAddress!;
+      expect(slots.length).toBe(plan.gotSlots);
+      const view = new DataView(image.buffer, image.byteOffset);
+      const slotByAddr = new Map(slots.map((s) => [s.addr, s]));
+      // The image holds what the slot records say.
+      for (const s of slots) expect(view.getBigUint64(Number(s.addr - base), true)).toBe(s.value);
+      expect(slots[0].addr).toBe(got);
+      // Each GOT-relative field points at the slot of its symbol and kind.
+      const secs = x.elf.sections();
+      const syms = x.elf.symbols(0);
+      const kinds: Record<number, string> = { 9: "addr", 41: "addr", 42: "addr", 19: "gd-module", 20: "ld-module", 22: "tpoff" };
+      let checked = 0;
+      for (const t of x.elf.relaTables()) {
+        const at = x.r.sectionAddress(t.target);
+        if (at === undefined) continue;
+        for (const rela of x.elf.relas(t)) {
+          const kind = kinds[rela.type];
+          if (!kind) continue;
+          const P = at + rela.offset;
+          const slot = slotByAddr.get(P + BigInt(view.getInt32(Number(P - base), true)) - rela.addend)!;
+          expect(slot?.kind).toBe(kind);
+          const name = syms[rela.sym].name;
+          if (kind === "addr") expect(slot.value).toBe(x.r.symbolValue(rela.sym));
+          if (kind === "tpoff") expect(BigInt.asIntN(64, slot.value)).toBe(name === "ext_ie" ? -0x400n + 0x28n : -0x40n + x.r.symbolValue(rela.sym));
+          if (kind === "gd-module") {
+            const off = slotByAddr.get(slot.addr + 8n)!;
+            expect([slot.value, off.kind, off.value]).toEqual(name === "ext_tls" ? [2n, "gd-offset", 0x20n] : [1n, "gd-offset", x.r.symbolValue(rela.sym)]);
+          }
+          if (kind === "ld-module") expect([slot.value, slotByAddr.get(slot.addr + 8n)!.value]).toEqual([1n, 0n]);
+          checked++;
+        }
+      }
+      expect(checked).toBeGreaterThan(8);
+      // TLS symbols defined in the object resolve to their offset in the block: .tdata first.
+      const myTls = syms.find((s) => s.name === "my_tls")!;
+      expect(secs[myTls.shndx].name).toBe(".tdata");
+      expect(x.r.tlsImage).toBe(x.r.sectionAddress(myTls.shndx));
+      expect(x.r.symbolValue(myTls.index)).toBe(myTls.value);
+      const tbssSym = syms.find((s) => s.name === "my_tls2")!;
+      expect(x.r.symbolValue(tbssSym.index)).toBe(x.r.sectionAddress(tbssSym.shndx)! - x.r.tlsImage! + tbssSym.value);
+    } finally {
+      x.close();
+    }
+  });
+
+  it("refuses initial- and local-exec access to a module whose TLS is dynamic", () => {
+    const ie = open(obj.pic);
+    const le = open(obj.pie);
+    try {
+      bindAll(ie.r, () => 0x1000n, { ext_ie: { module: 3n, offset: 8n } }); // no blockTpoff: dynamic
+      ie.r.setTls({ module: 1n, tlsStart: 0n, blockTpoff: -0x40n });
+      ie.r.plan();
+      const s1 = ie.r.layout(0x10000n);
+      const e1 = coreError(() => ie.r.apply(0x10000n, Number(s1)));
+      expect(e1.code).toBe(308);
+      expect(e1.message).toMatch(/R_X86_64_GOTTPOFF against `ext_ie`: TLS module 3 is not in static TLS/);
+      bindAll(le.r, () => 0x1000n);
+      le.r.setTls({ module: 4n, tlsStart: 0n }); // the object's own TLS, dynamic
+      le.r.plan();
+      const s2 = le.r.layout(0x10000n);
+      const e2 = coreError(() => le.r.apply(0x10000n, Number(s2)));
+      expect(e2.code).toBe(308);
+      expect(e2.message).toMatch(/R_X86_64_TPOFF32 against `\w+`.* at \.text\+0x[0-9a-f]+: TLS module 4 is not in static TLS/);
+    } finally {
+      ie.close();
+      le.close();
+    }
+  });
+
+  it("refuses TLS descriptors by name", () => {
+    const e = coreError(() => open(obj.gnu2));
+    expect(e.code).toBe(302);
+    expect(e.message).toMatch(/R_X86_64_(GOTPC32_TLSDESC|TLSDESC_CALL) at \.text\S*\+0x[0-9a-f]+ .*is refused: TLS descriptors/);
+  });
+
+  it("names an unknown relocation type", () => {
+    const data = new Uint8Array(readFileSync(obj.ext));
+    const elf = new ElfReader(core, data, obj.ext);
+    const rela = elf.sections().find((s) => s.name === ".rela.text")!;
+    elf.close();
+    data[Number(rela.offset) + 8] = 200; // r_info's type of the first relocation
+    const e = coreError(() => open(obj.ext, data));
+    expect(e.code).toBe(301);
+    expect(e.message).toMatch(/unknown relocation type 200 at \.text\S*\+0x[0-9a-f]+/);
+  });
+
+  it("names an unbound symbol, and keeps the order of the steps", () => {
+    const x = open(obj.ext);
+    try {
+      expect(coreError(() => x.r.apply(0n, 16)).code).toBe(309);
+      expect(coreError(() => x.r.layout(0n)).code).toBe(309);
+      const plan = x.r.plan();
+      const size = x.r.layout(0x400000n);
+      const e = coreError(() => x.r.apply(0x400000n, Number(size)));
+      expect(e.code).toBe(304);
+      expect(e.message).toMatch(/`ext_(data|fn)`.*: it is undefined and not bound/);
+      expect(coreError(() => x.r.bindAddress(x.r.refs()[0].sym, 1n)).code).toBe(309);
+      expect(coreError(() => x.r.apply(0x400000n, Number(size) - 1)).code).toBe(307);
+      expect(plan.gotSlots).toBe(0);
+    } finally {
+      x.close();
+    }
+  });
+
+  it("checks bindings and placements against the object", () => {
+    const x = open(obj.pic);
+    try {
+      const refs = new Map(x.r.refs().map((f) => [f.name, f]));
+      expect(coreError(() => x.r.bindAddress(refs.get("ext_tls")!.sym, 1n)).code).toBe(310);
+      expect(coreError(() => x.r.bindTls(refs.get("puts")!.sym, { module: 1n }, 0n)).code).toBe(310);
+      expect(coreError(() => x.r.bindGot(refs.get("puts")!.sym, GotKind.TPOFF, 0x1000n)).code).toBe(310);
+      expect(coreError(() => x.r.bindAddress(100000, 1n)).code).toBe(310);
+      const text = x.elf.sectionIndex(".text");
+      expect(coreError(() => x.r.place(text, 0x1001n)).code).toBe(307);
+      const comment = x.elf.sectionIndex(".comment");
+      expect(coreError(() => x.r.place(comment, 0x1000n)).code).toBe(307);
+    } finally {
+      x.close();
+    }
+  });
+
+  it("stops working once its ELF handle is closed", () => {
+    const elf = new ElfReader(core, readFileSync(obj.ext), obj.ext);
+    const r = new Relocation(elf);
+    elf.close();
+    expect(coreError(() => r.plan()).code).toBe(1);
+    r.close();
+  });
+});
