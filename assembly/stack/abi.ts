@@ -48,7 +48,9 @@ export function cfi_registry_free(h: i32): i32 {
 /**
  * Adds a module's CFI: .eh_frame bytes [eh, eh+eh_len) which the target has at
  * eh_addr, and optionally its .eh_frame_hdr [hdr, hdr+hdr_len) at hdr_addr
- * (hdr_len 0: none, the .eh_frame is scanned). The bytes are copied.
+ * (hdr_len 0: none, the .eh_frame is scanned). The .eh_frame bytes are borrowed:
+ * they must stay allocated and unchanged until the module is removed or the
+ * registry freed (the header is only read here).
  * Returns the module id (> 0), or 0 with the error recorded.
  */
 export function cfi_registry_add(h: i32, eh: usize, eh_len: usize, eh_addr: u64, hdr: usize, hdr_len: usize, hdr_addr: u64): i32 {
@@ -65,7 +67,8 @@ export function cfi_registry_add(h: i32, eh: usize, eh_len: usize, eh_addr: u64,
 /**
  * Adds the CFI of an ELF image as mapped in the target (the vDSO): [img, img+len)
  * holds its memory from the start of its first PT_LOAD page, which the target has
- * at `base`. Found through PT_GNU_EH_FRAME. Returns the module id, or 0.
+ * at `base`. Found through PT_GNU_EH_FRAME. The image is borrowed like
+ * cfi_registry_add's .eh_frame. Returns the module id, or 0.
  */
 export function cfi_registry_add_image(h: i32, img: usize, len: usize, base: u64): i32 {
   clearError();

@@ -24,7 +24,8 @@
 // table_enc = datarel|sdata4 (0x3b). Pointer encodings: see dwarf.ts.
 //
 // A registry holds modules (a loaded object's .eh_frame, the vDSO's, a patch
-// region's relocated one). Adding one copies its bytes and builds a sorted table
+// region's relocated one). Adding one borrows its bytes (the host keeps them
+// allocated and unchanged until the module is removed) and builds a sorted table
 // {pc, FDE offset} from the header or, when there is none, from a scan of the
 // .eh_frame; finding the FDE of a pc is then two binary searches (module, FDE).
 // All of it happens before the target is stopped.
@@ -396,7 +397,7 @@ export const ENTRY_SIZE: usize = 16;
 @final
 export class Module {
   id: i32 = 0;
-  bytes: usize = 0; //    copy of .eh_frame
+  bytes: usize = 0; //    .eh_frame, in host memory (borrowed, not copied)
   len: u64 = 0;
   addr: u64 = 0; //       its address in the target
   table: usize = 0; //    sorted entries
@@ -407,10 +408,9 @@ export class Module {
   cie: Cie = new Cie(); // one-entry CIE cache (most modules have one or two CIEs)
 
   free(): void {
-    if (this.bytes != 0) heap.free(this.bytes);
     if (this.table != 0) heap.free(this.table);
     if (this.cie.initRow != 0) heap.free(this.cie.initRow);
-    this.bytes = 0; this.table = 0; this.cie.initRow = 0;
+    this.bytes = 0; this.table = 0; this.cie.initRow = 0; this.cie.off = <u64>-1;
   }
 }
 
@@ -553,8 +553,7 @@ export class Registry {
   /** Adds a module; returns its id (> 0) or 0 with the error recorded. */
   add(eh: usize, ehLen: u64, ehAddr: u64, hdr: usize, hdrLen: u64, hdrAddr: u64): i32 {
     const m = new Module();
-    m.bytes = heap.alloc(max<usize>(<usize>ehLen, 1));
-    memory.copy(m.bytes, eh, <usize>ehLen);
+    m.bytes = eh; // borrowed: the host keeps it until the module is removed
     m.len = ehLen;
     m.addr = ehAddr;
     const r = hdrLen > 0 ? hdrTable(m, hdr, hdrLen, hdrAddr) : scanTable(m);

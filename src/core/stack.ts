@@ -66,6 +66,7 @@ export const DWARF_REG_NAMES = ["rax", "rdx", "rcx", "rbx", "rsi", "rdi", "rbp",
 /** A registry of modules' CFI, the input of the unwinder. Free it with free(). */
 export class CfiRegistry {
   readonly handle: number;
+  private readonly owned = new Map<number, number>(); // module id -> its bytes in core memory
   constructor(readonly core: Core) {
     this.handle = ex(core).cfi_registry_new();
   }
@@ -73,14 +74,17 @@ export class CfiRegistry {
   /** Adds .eh_frame bytes loaded at ehAddr (and optionally .eh_frame_hdr at hdrAddr). Returns the module id. */
   addModule(ehFrame: Uint8Array, ehAddr: bigint, hdr?: Uint8Array, hdrAddr = 0n, context = "cfi_registry_add"): number {
     const c = this.core;
-    const e = c.copyIn(ehFrame);
+    const e = c.copyIn(ehFrame); // borrowed by the module: freed when it is removed
     const h = hdr && hdr.length ? c.copyIn(hdr) : 0;
     try {
       const id = ex(c).cfi_registry_add(this.handle, e, ehFrame.length, u64(ehAddr), h, h ? hdr!.length : 0, u64(hdrAddr));
-      if (id === 0) throw c.lastError(context);
+      if (id === 0) {
+        c.exports.free(e);
+        throw c.lastError(context);
+      }
+      this.owned.set(id, e);
       return id;
     } finally {
-      c.exports.free(e);
       if (h) c.exports.free(h);
     }
   }
@@ -88,11 +92,14 @@ export class CfiRegistry {
   /** Adds an ELF image as mapped in the target (the vDSO), read from its first PT_LOAD page at `base`. */
   addImage(image: Uint8Array, base: bigint, context = "cfi_registry_add_image"): number {
     const c = this.core;
-    return c.withBytes(image, (p, n) => {
-      const id = ex(c).cfi_registry_add_image(this.handle, p, n, u64(base));
-      if (id === 0) throw c.lastError(context);
-      return id;
-    });
+    const p = c.copyIn(image);
+    const id = ex(c).cfi_registry_add_image(this.handle, p, image.length, u64(base));
+    if (id === 0) {
+      c.exports.free(p);
+      throw c.lastError(context);
+    }
+    this.owned.set(id, p);
+    return id;
   }
 
   /** Declares a sigreturn trampoline without CFI (mov $15,%rax; syscall) at addr. */
@@ -102,6 +109,9 @@ export class CfiRegistry {
 
   remove(module: number): void {
     if (ex(this.core).cfi_registry_remove(this.handle, module) !== 0) throw this.core.lastError();
+    const p = this.owned.get(module);
+    if (p !== undefined) this.core.exports.free(p);
+    this.owned.delete(module);
   }
 
   moduleInfo(module: number): ModuleInfo {
@@ -179,6 +189,8 @@ export class CfiRegistry {
 
   free(): void {
     ex(this.core).cfi_registry_free(this.handle);
+    for (const p of this.owned.values()) this.core.exports.free(p);
+    this.owned.clear();
   }
 }
 

@@ -89,18 +89,28 @@ export function parseMaps(text: string): MapEntry[] {
   return out;
 }
 
+export interface LoadedCfi { path: string; bias: bigint; ehFrame: Uint8Array; ehAddr: bigint; hdr?: Uint8Array; hdrAddr: bigint }
+
+/** The CFI of every file-backed module in `maps`, at its runtime addresses. */
+export function loadedCfi(maps: MapEntry[]): LoadedCfi[] {
+  const out: LoadedCfi[] = [];
+  const seen = new Set<string>();
+  for (const m of maps) {
+    if (m.offset !== 0n || !m.path.startsWith("/") || seen.has(m.path) || !existsSync(m.path)) continue;
+    seen.add(m.path);
+    const cfi = fileCfi(m.path);
+    if (!cfi) continue;
+    const bias = cfi.type === 3 /* ET_DYN */ ? m.lo - cfi.firstPage : 0n;
+    out.push({ path: m.path, bias, ehFrame: cfi.ehFrame, ehAddr: cfi.ehAddr + bias, hdr: cfi.hdr, hdrAddr: cfi.hdrAddr + bias });
+  }
+  return out;
+}
+
 /** Registry of every file-backed module in `maps` (at its load bias) and of the vDSO image. */
 export function registryFor(core: Core, maps: MapEntry[], vdso?: { image: Uint8Array; base: bigint }): { reg: CfiRegistry; modules: Map<string, { id: number; bias: bigint }> } {
   const reg = new CfiRegistry(core);
   const modules = new Map<string, { id: number; bias: bigint }>();
-  for (const m of maps) {
-    if (m.offset !== 0n || !m.path.startsWith("/") || modules.has(m.path) || !existsSync(m.path)) continue;
-    const cfi = fileCfi(m.path);
-    if (!cfi) continue;
-    const bias = cfi.type === 3 /* ET_DYN */ ? m.lo - cfi.firstPage : 0n;
-    const id = reg.addModule(cfi.ehFrame, cfi.ehAddr + bias, cfi.hdr, cfi.hdrAddr + bias, m.path);
-    modules.set(m.path, { id, bias });
-  }
+  for (const m of loadedCfi(maps)) modules.set(m.path, { id: reg.addModule(m.ehFrame, m.ehAddr, m.hdr, m.hdrAddr, m.path), bias: m.bias });
   if (vdso) modules.set("[vdso]", { id: reg.addImage(vdso.image, vdso.base), bias: vdso.base });
   return { reg, modules };
 }
