@@ -233,3 +233,66 @@ export function gdbBacktraces(pid: number, dir: string): Map<number, { frames: G
   }
   return out;
 }
+
+// ---------------------------------------------------------------------------
+// Hand-built CFI
+
+/** Little-endian byte writer with LEB128. */
+export class ByteWriter {
+  readonly b: number[] = [];
+  u8(v: number): this { this.b.push(v & 0xff); return this; }
+  u16(v: number): this { return this.u8(v).u8(v >> 8); }
+  u32(v: number): this { return this.u16(v & 0xffff).u16((v >>> 16) & 0xffff); }
+  u64(v: bigint | number): this {
+    const x = BigInt.asUintN(64, BigInt(v));
+    return this.u32(Number(x & 0xffffffffn)).u32(Number(x >> 32n));
+  }
+  uleb(v: bigint | number): this {
+    let x = BigInt.asUintN(64, BigInt(v));
+    do { let c = Number(x & 0x7fn); x >>= 7n; if (x) c |= 0x80; this.u8(c); } while (x);
+    return this;
+  }
+  sleb(v: bigint | number): this {
+    let x = BigInt(v);
+    for (;;) {
+      const c = Number(x & 0x7fn);
+      x >>= 7n;
+      if ((x === 0n && !(c & 0x40)) || (x === -1n && c & 0x40)) return this.u8(c);
+      this.u8(c | 0x80);
+    }
+  }
+  bytes(a: ArrayLike<number>): this { for (let i = 0; i < a.length; i++) this.u8(a[i]); return this; }
+  str(s: string): this { for (const ch of s) this.u8(ch.charCodeAt(0)); return this.u8(0); }
+  get length(): number { return this.b.length; }
+  out(): Uint8Array { return Uint8Array.from(this.b); }
+}
+
+export interface SynthFde { pc: bigint; len: number; program: ArrayLike<number> }
+
+/**
+ * An .eh_frame at `addr`: one CIE ("zR", FDE pointers pcrel|sdata4, code 1, data -8,
+ * return column 16, initial rules CFA = rsp+8, return address at CFA-8, plus `augS`
+ * for a signal frame) and one FDE per entry, then a terminator.
+ */
+export function synthEhFrame(addr: bigint, fdes: SynthFde[], opts: { signal?: boolean } = {}): Uint8Array {
+  const w = new ByteWriter();
+  const cie = new ByteWriter().u32(0).u8(1).str(opts.signal ? "zRS" : "zR").uleb(1).sleb(-8).u8(16).uleb(1).u8(0x1b)
+    .u8(0x0c).uleb(7).uleb(8) // def_cfa rsp+8
+    .u8(0x80 | 16).uleb(1); // offset r16 at cfa-8
+  while ((cie.length + 4) % 8) cie.u8(0);
+  w.u32(cie.length).bytes(cie.b);
+  for (const f of fdes) {
+    const start = w.length;
+    const body = new ByteWriter();
+    body.u32(start + 4); // CIE pointer: back to offset 0
+    const field = addr + BigInt(start + 8);
+    body.u32(Number(BigInt.asIntN(32, f.pc - field)));
+    body.u32(f.len);
+    body.uleb(0); // augmentation data
+    body.bytes(f.program);
+    while ((body.length + 4) % 8) body.u8(0);
+    w.u32(body.length).bytes(body.b);
+  }
+  w.u32(0);
+  return w.out();
+}
