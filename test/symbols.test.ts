@@ -8,6 +8,7 @@ import { ElfReader } from "../src/core/elf.js";
 import { SymbolIndex, SymbolTable } from "../src/core/symbols.js";
 import { LIBC, Scratch, run } from "./helpers/gcc.js";
 import { nmAddresses, readelfSymbols, type ReadelfSymbol } from "./helpers/readelf.js";
+import { imageOf } from "./helpers/elf-image.js";
 
 const A_C = `
 #include <stdio.h>
@@ -288,6 +289,29 @@ describe("symbol index of libc.so.6 (.dynsym)", () => {
     const same = rows.filter((r) => r.value === memmove.value && r.size === memmove.size && r.type !== "OBJECT");
     expect(same.map((r) => r.index)).toContain(hit.id);
     expect(hit.baseName.startsWith("_")).toBe(same.every((r) => r.base.startsWith("_")));
+  });
+});
+
+describe("symbol index of an image (program headers only)", () => {
+  it("libc as mapped: the same names, functions and slots as the file, no PLT entries", () => {
+    const file = readFileSync(LIBC);
+    const { image, firstVaddr } = imageOf(file);
+    const base = 0x7f1234560000n;
+    const elf = new ElfReader(core, image, "libc image", base + BigInt(firstVaddr));
+    const x = new SymbolIndex(core, elf);
+    open.push(elf, x);
+    const y = index(LIBC, SymbolTable.DYNSYM);
+    expect(x.table).toBe(SymbolTable.DYNSYM);
+    expect(x.count).toBe(y.count);
+    expect(x.functionCount).toBe(y.functionCount);
+    for (const n of ["memcpy", "strlen", "malloc", "__libc_start_main", "stdout"]) expect(x.findAll(n)).toEqual(y.findAll(n));
+    const rows = readelfSymbols(LIBC, ".dynsym").filter((r) => (r.type === "FUNC" || r.type === "IFUNC") && r.ndx !== "UND" && r.size > 0n);
+    expect([...x.atMany(rows.map((r) => r.value))]).toEqual([...y.atMany(rows.map((r) => r.value))]);
+    const a = x.slots();
+    const b = y.slots();
+    expect(a.map((s) => [s.address, s.type, s.symbol, s.addend])).toEqual(b.map((s) => [s.address, s.type, s.symbol, s.addend]));
+    expect(a.every((s) => s.plt === undefined)).toBe(true);
+    expect(b.some((s) => s.plt !== undefined)).toBe(true);
   });
 });
 

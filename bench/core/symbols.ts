@@ -2,7 +2,7 @@
 // algorithm and data layout in C (bench/core/symbols.c, gcc -O2, built here), on
 // libc.so.6 (.dynsym: it has no .symtab) and the node executable (.symtab).
 //
-// Timed, each as the median of 11 runs after warm-up runs, in both implementations:
+// Timed in both implementations (see "Interleaved" below for how):
 //   - building the index from the open ELF file (names, file groups and sympos,
 //     .cold/.part roots, the sorted address table); ELF validation (elf_open) is not
 //     part of it, nor the C program's mmap
@@ -13,12 +13,12 @@
 // Both sides answer the same queries; the sums of their answers must agree, or the
 // row says so.
 import { execFileSync } from "node:child_process";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, unlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { nodeCore } from "../../src/node/core-file.js";
 import { ElfReader, SymbolTableKind } from "../../src/core/elf.js";
-import { timeMs, type Row } from "../table.js";
+import { type Row } from "../table.js";
 
 const LIBC = "/lib/x86_64-linux-gnu/libc.so.6";
 const N = 100_000;
@@ -65,17 +65,14 @@ function compileNative(): string {
   return exe;
 }
 
-/**
- * Median of 11 runs after 10 warm-up runs: V8 compiles Wasm with its baseline compiler
- * first and moves a function to the optimizing tier only once it has run enough, so a
- * short build (libc's 3k symbols) needs the warm-up to be timed at its optimized speed.
- */
-function timeHot(fn: () => void): number {
-  for (let i = 0; i < 10; i++) fn();
-  return timeMs(fn, RUNS);
-}
+const ROUNDS = 11;
 
-const RUNS = 11;
+/** Wall time of one call, in ms. */
+function once(fn: () => void): number {
+  const s = process.hrtime.bigint();
+  fn();
+  return Number(process.hrtime.bigint() - s) / 1e6;
+}
 
 function sum(ids: Int32Array): number {
   let s = 0;
@@ -119,15 +116,10 @@ function benchFile(exe: string, path: string, label: string): Row[] {
   for (let i = 0; i < N; i++, o += 8) dv.setBigUint64(o, addrs[i], true);
   const qpath = join(tmpdir(), `patchc-bench-symbols-${process.pid}.bin`);
   writeFileSync(qpath, file);
-  const native = JSON.parse(execFileSync(exe, [path, String(table), qpath, String(RUNS)], { encoding: "utf8" })) as Native;
 
-  // The same in the Wasm core.
-  const buildMs = timeHot(() => {
-    const h = x.sym_index_new(elf.handle, table);
-    if (!h) throw core.lastError(path);
-    x.sym_index_close(h);
-  });
+  // The Wasm side: buffers, and warm-up (V8 moves hot Wasm functions to its optimizing tier).
   const h = x.sym_index_new(elf.handle, table);
+  if (!h) throw core.lastError(path);
   const blob = x.alloc(total);
   const entries = x.alloc(8 * N);
   const out = x.alloc(4 * N);
@@ -144,10 +136,37 @@ function benchFile(exe: string, path: string, label: string): Row[] {
     });
     new BigUint64Array(x.memory.buffer, addrBuf, N).set(addrs);
   }
-  const findMs = timeHot(() => x.sym_find_many(h, entries, N, out));
+  const build = () => {
+    const k = x.sym_index_new(elf.handle, table);
+    if (!k) throw core.lastError(path);
+    x.sym_index_close(k);
+  };
+  const find = () => x.sym_find_many(h, entries, N, out);
+  const at = () => x.sym_at_many(h, addrBuf, N, 0, out);
+  for (let i = 0; i < 10; i++) {
+    build();
+    find();
+    at();
+  }
+  find();
   const sumFind = sum(new Int32Array(x.memory.buffer.slice(out, out + 4 * N)));
-  const atMs = timeHot(() => x.sym_at_many(h, addrBuf, N, 0, out));
+  at();
   const sumAt = sum(new Int32Array(x.memory.buffer.slice(out, out + 4 * N)));
+
+  // Interleaved: each round runs the C program (one timed run of each operation after
+  // its own warm-up) and then the same operations in Wasm, so that both sides of a
+  // ratio see the same load on this shared machine. Reported: median times, and the
+  // median of the per-round ratios.
+  const rounds: Array<{ c: Native; w: [number, number, number] }> = [];
+  for (let r = 0; r < ROUNDS; r++) {
+    const c = JSON.parse(execFileSync(exe, [path, String(table), qpath, "1"], { encoding: "utf8" })) as Native;
+    rounds.push({ c, w: [once(build), once(find), once(at)] });
+  }
+  const native = rounds[0].c;
+  const med = (a: number[]) => [...a].sort((p, q) => p - q)[a.length >> 1];
+  const cMs = (k: "build_ms" | "find_ms" | "at_ms") => med(rounds.map((r) => r.c[k]));
+  const wMs = (i: number) => med(rounds.map((r) => r.w[i]));
+  const ratio = (k: "build_ms" | "find_ms" | "at_ms", i: number) => med(rounds.map((r) => r.w[i] / r.c[k]));
   const info = x.alloc(32);
   x.sym_index_info(h, info);
   const iv = new DataView(x.memory.buffer);
@@ -156,6 +175,7 @@ function benchFile(exe: string, path: string, label: string): Row[] {
   for (const p of [blob, entries, out, addrBuf, info]) x.free(p);
   x.sym_index_close(h);
   elf.close();
+  unlinkSync(qpath);
 
   const agree = (a: number, b: number) => (a === b ? "" : ` ANSWERS DIFFER (wasm ${a}, C ${b})`);
   const input = `${label} ${tableName} (${nsym} symbols, ${nfun} functions)`;
@@ -164,13 +184,13 @@ function benchFile(exe: string, path: string, label: string): Row[] {
     {
       what: "build symbol index",
       input,
-      wasm: ms(buildMs),
-      native: ms(native.build_ms),
-      ratio: buildMs / native.build_ms,
+      wasm: ms(wMs(0)),
+      native: ms(cMs("build_ms")),
+      ratio: ratio("build_ms", 0),
       note: nsym === native.symbols && nfun === native.functions ? "" : `COUNTS DIFFER (C ${native.symbols}/${native.functions})`,
     },
-    { what: "100k lookups by name", input, wasm: ms(findMs), native: ms(native.find_ms), ratio: findMs / native.find_ms, note: agree(sumFind, native.sum_find) },
-    { what: "100k lookups by address", input, wasm: ms(atMs), native: ms(native.at_ms), ratio: atMs / native.at_ms, note: agree(sumAt, native.sum_at) },
+    { what: "100k lookups by name", input, wasm: ms(wMs(1)), native: ms(cMs("find_ms")), ratio: ratio("find_ms", 1), note: agree(sumFind, native.sum_find) },
+    { what: "100k lookups by address", input, wasm: ms(wMs(2)), native: ms(cMs("at_ms")), ratio: ratio("at_ms", 2), note: agree(sumAt, native.sum_at) },
   ];
 }
 
