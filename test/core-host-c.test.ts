@@ -1,12 +1,14 @@
 // The core's second host: core-portable.wasm translated to C by wasm2c (Debian's wabt),
-// linked with test/hosts/core-host.c, opens ELF files through docs/core-abi.md's ABI
-// alone. Its report must equal, line for line, what Node computes through src/core.
+// linked with test/hosts/core-host.c, opens ELF files and looks symbols up (by name, by
+// address, bound over a scope as ld.so does, GOT/PLT slots) through docs/core-abi.md's
+// ABI alone. Its report must equal, line for line, what Node computes through src/core.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readFileSync, writeFileSync } from "node:fs";
 import { execFileSync } from "node:child_process";
 import { nodeCore } from "../src/node/core-file.js";
 import { ElfReader, SymbolTableKind, type ElfSymbol } from "../src/core/elf.js";
-import { CoreError } from "../src/core/instance.js";
+import { SymbolIndex, SymbolTable, lookupInScope, splitVersion } from "../src/core/symbols.js";
+import { CoreError, type Core } from "../src/core/instance.js";
 import { LIBC, Scratch, run } from "./helpers/gcc.js";
 import { imageOf } from "./helpers/elf-image.js";
 
@@ -33,7 +35,9 @@ int main(int argc, char **argv) {
 `;
 
 const IMAGE_BASE = 0x7f1234560000n;
-const NAMES = ["memcpy", "strlen", "main", "helper", "table_switch", "tls_counter", "printf", "__libc_start_main"];
+/** The load bias of the one-module scope the C host binds in (core-host.c's SCOPE_BIAS). */
+const SCOPE_BIAS = 0x7f0000000000n;
+const NAMES = ["memcpy", "strlen", "main", "helper", "table_switch", "tls_counter", "printf", "__libc_start_main", "environ", "memcpy@GLIBC_2.2.5", "memcpy@GLIBC_2.14", "puts@GLIBC_2.2.5"];
 
 let scratch: Scratch;
 let host: string;
@@ -125,6 +129,7 @@ function nodeReport(data: Uint8Array, image: bigint | undefined, names: string[]
   out.push(
     `ehframe addr=${hex(eh?.addr ?? 0n)} offset=${eh?.offset ?? -1} size=${hex(eh?.size ?? 0)} hdr=${hex(hdr?.addr ?? 0n)} hdroffset=${hdr?.offset ?? -1} hdrsize=${hex(hdr?.size ?? 0)}`,
   );
+  symbolIndex(core, elf, names);
   elf.close();
   const elfClose = core.exports.elf_close as (h: number) => number;
   out.push(`closed ${elfClose(elf.handle) === 1 ? 1 : 0}`); // BAD_HANDLE the second time
@@ -136,6 +141,54 @@ function nodeReport(data: Uint8Array, image: bigint | undefined, names: string[]
     out.push(`truncated ${err.code} ${err.message}`);
   }
   return out.join("\n") + "\n";
+
+  function symbolIndex(core: Core, elf: ElfReader, refs: string[]): void {
+    const idx = new SymbolIndex(core, elf, SymbolTable.BEST);
+    const dyn = elf.info.hasDynsym ? new SymbolIndex(core, elf, SymbolTable.DYNSYM) : undefined;
+    out.push(`index table=${idx.table} symbols=${idx.count} functions=${idx.functionCount} flags=${idx.isRelocatable ? 1 : 0}`);
+    const PIECE = { whole: 0, cold: 1, part: 2 };
+    const KIND = { func: 1, object: 2, ifunc: 3, tls: 4, notype: 5, common: 6 };
+    const PLT = { plt: 1, "plt.sec": 2, "plt.got": 3 };
+    for (const ref of refs) {
+      const { name } = splitVersion(ref);
+      if (name === ref) {
+        const ids = idx.findAll(name);
+        out.push(`find ${name} ids=${ids.join(",")}`);
+        if (ids.length) {
+          const s = idx.get(ids[0]);
+          out.push(
+            `get ${s.id} name=${s.name} flags=${s.defined ? 1 : 0} value=${hex(s.value)} size=${s.size} info=${(s.bind << 4) | s.type} versym=${s.versym} ` +
+              `shndx=${s.shndx} file=${s.file} sympos=${s.sympos} piece=${PIECE[s.piece]} root=${s.root} rootlen=${s.rootName.length} baselen=${s.baseName.length}`,
+          );
+          if ((s.type === 2 || s.type === 10) && s.size > 1n) {
+            const addr = s.value + s.size / 2n;
+            const a = idx.at(addr, idx.isRelocatable ? s.shndx : 0);
+            out.push(`at ${hex(addr)} id=${a ? a.id : -1}` + (a ? ` start=${hex(a.start)} end=${hex(a.end)} root=${a.root} piece=${PIECE[a.piece]} flags=${a.guessedEnd ? 1 : 0}` : ""));
+          }
+        }
+      }
+      if (dyn) {
+        const b = lookupInScope(core, [{ index: dyn, bias: SCOPE_BIAS }], ref);
+        const flags = (b?.weak ? 1 : 0) | (b?.absolute ? 2 : 0) | (b?.canonicalPlt ? 4 : 0) | (b?.protectedVisibility ? 8 : 0) | (b?.hiddenVersion ? 16 : 0);
+        out.push(
+          `bind ${ref} pos=${b ? b.position : -1}` +
+            (b ? ` id=${b.id} kind=${KIND[b.kind]} flags=${flags} address=${hex(b.address ?? 0n)} value=${hex(b.value)} size=${b.size} resolver=${hex(b.resolver ?? 0n)}` : ""),
+        );
+        if (!idx.isRelocatable) {
+          const slots = dyn.slotsOf(ref);
+          out.push(
+            `slots ${ref} n=${slots.length}` +
+              slots
+                .slice(0, 16)
+                .map((t) => ` [${hex(t.address)} plt=${hex(t.plt ?? 0n)} addend=${t.addend} type=${t.type} sym=${t.symbol} pltsec=${t.pltSection ? PLT[t.pltSection] : 0}]`)
+                .join(""),
+          );
+        }
+      }
+    }
+    dyn?.close();
+    idx.close();
+  }
 }
 
 describe("the core from C (wasm2c) gives the same results as from Node", () => {
@@ -152,8 +205,19 @@ describe("the core from C (wasm2c) gives the same results as from Node", () => {
         expect(fromC).toMatch(/^sym 1 \d+ memcpy@@GLIBC_2\.14 value=0x[0-9a-f]+ size=\d+ info=26 /m); // STT_GNU_IFUNC, global
         expect(fromC).toMatch(/^sym 1 \d+ memcpy@GLIBC_2\.2\.5 value=0x[0-9a-f]+ /m);
         expect(fromC).toMatch(/^soname libc\.so\.6$/m);
+        // The symbol index: memcpy is an IFUNC, bound to its resolver, never to an address;
+        // memcpy@GLIBC_2.2.5 is a plain function (of a hidden version).
+        expect(fromC).toMatch(/^bind memcpy pos=0 id=\d+ kind=3 flags=0 address=0x0 value=0x[0-9a-f]+ size=\d+ resolver=0x7f0000[0-9a-f]+$/m);
+        expect(fromC).toMatch(/^bind memcpy@GLIBC_2\.2\.5 pos=0 id=\d+ kind=1 flags=16 address=0x7f0000[0-9a-f]+ /m);
+        expect(fromC).toMatch(/^slots memcpy n=1 \[0x[0-9a-f]+ plt=0x[0-9a-f]+ addend=\d+ type=37 /m); // libc's own IRELATIVE slot
       }
       if (name === "gcc -c object") expect(fromC).toMatch(/^relatable \d+ kind=section count=[1-9]\d* /m);
+      if (name === "PIE executable") expect(fromC).toMatch(/^slots printf n=1 \[0x[0-9a-f]+ plt=0x[0-9a-f]+ addend=0 type=7 sym=\d+ pltsec=[12]\]$/m); // JUMP_SLOT
+      if (!name.startsWith("libc")) {
+        const id = /^find table_switch ids=(\d+)$/m.exec(fromC)?.[1];
+        expect(id).toBeDefined();
+        expect(fromC).toMatch(new RegExp(`^at 0x[0-9a-f]+ id=${id} start=0x[0-9a-f]+ end=0x[0-9a-f]+ root=${id} piece=0 flags=0$`, "m"));
+      }
       expect(fromC).toMatch(/^truncated 100 ELF header: /m);
     });
   }

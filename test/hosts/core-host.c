@@ -18,6 +18,11 @@
 //   dynamic count=N digest=H; needed NAME; soname NAME
 //   relatable I kind=.. count=N digest=H
 //   ehframe ...                     the unwind-table record
+//   index table=T symbols=N ...     a symbol index (sym_index_new, best table)
+//   find NAME ids=A,B,...           sym_find / sym_find_next; then `get` (sym_get) of the
+//                                   first, `at` (sym_at) inside it when it is a sized function
+//   bind NAME[@VER] ...             sym_scope_find over a one-module scope (index over .dynsym)
+//   slots NAME[@VER] n=N ...        sym_slots_find (a linked file's GOT/PLT slots)
 //   truncated CODE MESSAGE          elf_open of the first 63 bytes: the error path
 //
 // Digests are FNV-1a 64 over one text line per record ("name\tversion\tfile\tvalue..."),
@@ -183,6 +188,98 @@ static void dynstr_line(const char* what, uint64_t offset) {
   printf("\n");
 }
 
+// ---- the symbol index through the ABI ---------------------------------------------
+
+static const uint64_t SCOPE_BIAS = 0x7f0000000000ull;
+
+/** Copies a string into core memory (0 for an empty one); the caller frees it. */
+static uint32_t core_str(const char* s, size_t n) {
+  if (n == 0) return 0;
+  uint32_t p = CORE(alloc)(&core, (uint32_t)n);
+  memcpy(mem() + p, s, n);
+  return p;
+}
+
+static void lookup_failed(const char* what) {
+  if (CORE(core_error_code)(&core) != 0) die(what);
+}
+
+static void symbol_index(uint32_t elf, uint32_t has_dynsym, uint32_t is_rel, int nnames, char** names) {
+  uint32_t idx = CORE(sym_index_new)(&core, elf, 2); // .symtab if present, else .dynsym
+  if (idx == 0) die("sym_index_new");
+  uint32_t dyn = has_dynsym ? CORE(sym_index_new)(&core, elf, 1) : 0;
+  if (has_dynsym && dyn == 0) die("sym_index_new .dynsym");
+  need_out(64);
+  if (CORE(sym_index_info)(&core, idx, out) != 0) die("sym_index_info");
+  printf("index table=%u symbols=%u functions=%u flags=%u\n", u32at(out + 4), u32at(out), u32at(out + 8), u32at(out + 20));
+  for (int k = 0; k < nnames; k++) {
+    const char* ref = names[k];
+    const char* at = strchr(ref, '@');
+    size_t nlen = at ? (size_t)(at - ref) : strlen(ref);
+    const char* ver = at ? at + 1 + (at[1] == '@') : "";
+    uint32_t np = core_str(ref, nlen), vp = core_str(ver, strlen(ver));
+    if (!at) {
+      printf("find %s ids=", ref);
+      int32_t first = CORE(sym_find)(&core, idx, np, (uint32_t)nlen);
+      if (first < 0) lookup_failed("sym_find");
+      for (int32_t id = first, n = 0; id >= 0; id = CORE(sym_find_next)(&core, idx, (uint32_t)id), n++) printf(n ? ",%d" : "%d", id);
+      lookup_failed("sym_find_next");
+      printf("\n");
+      if (first >= 0) {
+        if (CORE(sym_get)(&core, idx, (uint32_t)first, out) != 0) die("sym_get");
+        uint64_t value = u64at(out + 16), size = u64at(out + 24);
+        uint32_t type = mem()[out + 32] & 15, shndx = u32at(out + 36);
+        printf("get %d name=", first);
+        print_mem(u32at(out + 4), u32at(out + 8));
+        printf(" flags=%u value=0x%" PRIx64 " size=%" PRIu64 " info=%u versym=%u shndx=%u file=%d sympos=%u piece=%u root=%d rootlen=%u baselen=%u\n",
+               u32at(out + 12), value, size, mem()[out + 32], u16at(out + 34), shndx, i32at(out + 40), u32at(out + 44), u32at(out + 48), i32at(out + 52),
+               u32at(out + 56), u32at(out + 60));
+        if ((type == 2 || type == 10) && size > 1) {
+          uint64_t addr = value + size / 2;
+          int32_t id = CORE(sym_at)(&core, idx, addr, is_rel ? shndx : 0, out);
+          if (id < 0) lookup_failed("sym_at");
+          printf("at 0x%" PRIx64 " id=%d", addr, id);
+          if (id >= 0) printf(" start=0x%" PRIx64 " end=0x%" PRIx64 " root=%d piece=%u flags=%u", u64at(out), u64at(out + 8), i32at(out + 20), u32at(out + 24), u32at(out + 28));
+          printf("\n");
+        }
+      }
+    }
+    if (dyn) {
+      // A scope of one module (scope entry: index handle u32, reserved u32, load bias u64).
+      uint32_t scope = CORE(alloc)(&core, 16);
+      memcpy(mem() + scope, &dyn, 4);
+      memset(mem() + scope + 4, 0, 4);
+      memcpy(mem() + scope + 8, &SCOPE_BIAS, 8);
+      need_out(48);
+      int32_t pos = CORE(sym_scope_find)(&core, scope, 1, np, (uint32_t)nlen, vp, (uint32_t)strlen(ver), 0, out);
+      if (pos < 0) lookup_failed("sym_scope_find");
+      printf("bind %s pos=%d", ref, pos);
+      if (pos >= 0)
+        printf(" id=%u kind=%u flags=%u address=0x%" PRIx64 " value=0x%" PRIx64 " size=%" PRIu64 " resolver=0x%" PRIx64, u32at(out + 4), u32at(out + 8),
+               u32at(out + 12), u64at(out + 16), u64at(out + 24), u64at(out + 32), u64at(out + 40));
+      printf("\n");
+      CORE(free)(&core, scope);
+      if (!is_rel) {
+        enum { MAX = 16 };
+        need_out(40 * MAX);
+        int32_t n = CORE(sym_slots_find)(&core, dyn, np, (uint32_t)nlen, vp, (uint32_t)strlen(ver), out, MAX);
+        if (n < 0) die("sym_slots_find");
+        printf("slots %s n=%d", ref, n);
+        for (int32_t i = 0; i < n && i < MAX; i++) {
+          uint32_t o = out + 40 * i;
+          printf(" [0x%" PRIx64 " plt=0x%" PRIx64 " addend=%" PRId64 " type=%u sym=%d pltsec=%u]", u64at(o), u64at(o + 8), i64at(o + 16), u32at(o + 24), i32at(o + 28),
+                 u32at(o + 32));
+        }
+        printf("\n");
+      }
+    }
+    if (np) CORE(free)(&core, np);
+    if (vp) CORE(free)(&core, vp);
+  }
+  if (dyn && CORE(sym_index_close)(&core, dyn) != 0) die("sym_index_close");
+  if (CORE(sym_index_close)(&core, idx) != 0) die("sym_index_close");
+}
+
 static uint8_t* read_file(const char* path, size_t* len) {
   FILE* f = fopen(path, "rb");
   if (!f) { perror(path); exit(2); }
@@ -234,6 +331,7 @@ int main(int argc, char** argv) {
   uint32_t nsec = u32at(out + 16), nseg = u32at(out + 20), nsymtab = u32at(out + 24), ndynsym = u32at(out + 28);
   uint32_t nrela = u32at(out + 32), nver = u32at(out + 36), ndyn = u32at(out + 40), idlen = u32at(out + 44), idptr = u32at(out + 48);
   uint32_t flags = u32at(out + 52);
+  uint16_t etype = u16at(out);
   printf("info type=%u machine=%u flags=0x%x entry=0x%" PRIx64 " sections=%u segments=%u symtab=%u dynsym=%u relatables=%u versions=%u dynamic=%u",
          u16at(out), u16at(out + 2), flags, u64at(out + 8), nsec, nseg, nsymtab, ndynsym, nrela, nver, ndyn);
   printf(" firstvaddr=0x%" PRIx64 " base=0x%" PRIx64 " tls=%d buildid=", u64at(out + 56), u64at(out + 64), i32at(out + 72));
@@ -294,6 +392,8 @@ int main(int argc, char** argv) {
   if (CORE(elf_eh_frame)(&core, handle, out) != 0) die("elf_eh_frame");
   printf("ehframe addr=0x%" PRIx64 " offset=%" PRId64 " size=0x%" PRIx64 " hdr=0x%" PRIx64 " hdroffset=%" PRId64 " hdrsize=0x%" PRIx64 "\n",
          u64at(out), i64at(out + 8), u64at(out + 16), u64at(out + 24), i64at(out + 32), u64at(out + 40));
+
+  symbol_index(handle, flags & 4, etype == 1 /* ET_REL */, nnames, names);
 
   if (CORE(elf_close)(&core, handle) != 0) die("elf_close");
   printf("closed %d\n", CORE(elf_close)(&core, handle) == 1 /* BAD_HANDLE the second time */);
