@@ -53,6 +53,16 @@ export const enum Err {
   RELOC_TLS = 308, // TLS facts missing, or a static-TLS access to dynamic TLS
   RELOC_STATE = 309, // a call out of order (bind after plan, apply before plan)
   RELOC_BAD_SYMBOL = 310, // a binding that does not fit the symbol (index, TLS or not)
+  // x86-64 decoder and writer
+  X86_TRUNCATED = 400, // the instruction runs past the end of the input
+  X86_UNKNOWN_OPCODE = 401, // undefined or invalid in 64-bit mode: never guessed
+  X86_AMBIGUOUS_ENCODING = 402, // CPUs disagree (0x66 + near branch: rel16 on AMD, rel32 on Intel)
+  X86_TOO_LONG = 403, // more than 15 bytes
+  X86_NO_ROOM = 410, // the writer's buffer is full
+  X86_OUT_OF_RANGE = 411, // no encoding reaches the destination
+  X86_TOO_SHORT = 420, // the function is shorter than the jump (and no proven padding)
+  X86_BRANCH_INTO_PATCH_SITE = 421, // a branch lands strictly inside the bytes to overwrite
+  X86_UNDECODABLE = 422, // the code around the patch site cannot be decoded
   // stack-scan analysis: CFI parsing (500..519), unwinding (520..)
   CFI_TRUNCATED = 500,
   CFI_BAD_LENGTH = 501,
