@@ -2,7 +2,10 @@
 // parses its instructions into flat arrays, and reads the function symbols and the
 // sections with readelf. Shared by test/x86-*.test.ts and bench/core/x86.ts.
 import { execFileSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { X86 } from "../src/core/x86.js";
 
 export interface ObjdumpListing {
   /** Instruction addresses, in output order. */
@@ -140,7 +143,6 @@ export function readFile(file: string): Uint8Array {
 
 // ---- comparison of the decoder with objdump ---------------------------------------
 
-import type { X86 } from "../src/core/x86.js";
 
 export interface Mismatch {
   fn: string;
@@ -281,9 +283,6 @@ export function objdumpPieces(sections: ElfSection[], L: ObjdumpListing): ElfFun
 
 // ---- objdump on single instructions -------------------------------------------------
 
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 
 /** Candidates per objdump run (and per layout: the decoder must see the same neighbours). */
 export const OBJDUMP_BATCH = 40000;

@@ -1,32 +1,10 @@
 // Exports of the x86 area (documented in docs/core-abi.md, "x86 decoder and writer").
 import { Err, fail, hex } from "../error";
 import {
-  decodeOne, decodeRange, insnFlags, insnKind, insnOpcode, insnRelOffset, insnRelSize, insnStatus,
+  decodeOne, decodeRange, failDecode, insnFlags, insnKind, insnOpcode, insnRelOffset, insnRelSize, insnStatus,
   insnTarget, rangeNext, MAP_COUNT, TABLES,
 } from "./decode";
 import { GROUP_RECORDS } from "./tables";
-
-function statusName(code: i32): string {
-  switch (code) {
-    case Err.X86_TRUNCATED: return "truncated instruction";
-    case Err.X86_UNKNOWN_OPCODE: return "unknown opcode";
-    case Err.X86_AMBIGUOUS_ENCODING: return "ambiguous encoding (0x66 near branch: rel16 on AMD, rel32 on Intel)";
-    case Err.X86_TOO_LONG: return "instruction longer than 15 bytes";
-  }
-  return "decode error";
-}
-
-/** Records the failure of a decode at `off` with the bytes there, and returns its code. */
-export function failDecode(base: usize, len: u64, off: u64, pc: u64): i32 {
-  let bytes = "";
-  const n = len - off < 15 ? len - off : 15;
-  for (let i: u64 = 0; i < n; i++) {
-    const b = load<u8>(base + <usize>(off + i));
-    bytes += (i ? " " : "") + (b < 16 ? "0" : "") + b.toString(16);
-  }
-  return fail(insnStatus, "x86 instruction at " + hex(pc + off) + " (offset " + hex(off) + "): " +
-    statusName(insnStatus) + " (bytes: " + bytes + ")");
-}
 
 /**
  * Decodes the instruction at input offset `off` of the `len` bytes at `ptr`; `pc` is the

@@ -39,7 +39,7 @@
 //   imm: IMM_* below; MRM: a ModRM follows; REG: the ModRM is always a register form;
 //   INV: undefined; SPC: prefix/escape, decoded by the slow path, whose kind is `hint`;
 //   hint otherwise: KH_* (how to classify); group: validity by ModRM/mandatory prefix.
-import { Err } from "../error";
+import { Err, fail, hex } from "../error";
 import {
   FMT_1BYTE, FMT_0F, FMT_0F38, FMT_0F3A, FMT_VEX1, FMT_VEX2, FMT_VEX3,
   FMT_EVEX1, FMT_EVEX2, FMT_EVEX3, FMT_EVEX5, FMT_EVEX6, FMT_XOP8, FMT_XOP9, FMT_XOPA,
@@ -564,4 +564,28 @@ export function decodeRange(base: usize, len: u64, from: u64, to: u64, pc: u64, 
   }
   rangeNext = off;
   return n;
+}
+
+// ---- error messages -----------------------------------------------------------
+
+function statusName(code: i32): string {
+  switch (code) {
+    case Err.X86_TRUNCATED: return "truncated instruction";
+    case Err.X86_UNKNOWN_OPCODE: return "unknown opcode";
+    case Err.X86_AMBIGUOUS_ENCODING: return "ambiguous encoding (0x66 near branch: rel16 on AMD, rel32 on Intel)";
+    case Err.X86_TOO_LONG: return "instruction longer than 15 bytes";
+  }
+  return "decode error";
+}
+
+/** Records the failure of a decode at `off` with the bytes there, and returns its code. */
+export function failDecode(base: usize, len: u64, off: u64, pc: u64): i32 {
+  let bytes = "";
+  const n = len - off < 15 ? len - off : 15;
+  for (let i: u64 = 0; i < n; i++) {
+    const b = load<u8>(base + <usize>(off + i));
+    bytes += (i ? " " : "") + (b < 16 ? "0" : "") + b.toString(16);
+  }
+  return fail(insnStatus, "x86 instruction at " + hex(pc + off) + " (offset " + hex(off) + "): " +
+    statusName(insnStatus) + " (bytes: " + bytes + ")");
 }
