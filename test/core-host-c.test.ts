@@ -8,6 +8,7 @@ import { execFileSync } from "node:child_process";
 import { nodeCore } from "../src/node/core-file.js";
 import { ElfReader, SymbolTableKind, type ElfSymbol } from "../src/core/elf.js";
 import { SymbolIndex, SymbolTable, lookupInScope, splitVersion } from "../src/core/symbols.js";
+import { Relocation, SLOT_KINDS } from "../src/core/reloc.js";
 import { CoreError, type Core } from "../src/core/instance.js";
 import { LIBC, Scratch, run } from "./helpers/gcc.js";
 import { imageOf } from "./helpers/elf-image.js";
@@ -37,6 +38,9 @@ int main(int argc, char **argv) {
 const IMAGE_BASE = 0x7f1234560000n;
 /** The load bias of the one-module scope the C host binds in (core-host.c's SCOPE_BIAS). */
 const SCOPE_BIAS = 0x7f0000000000n;
+/** core-host.c's relocation: the object laid out at RELOC_BASE, undefined symbol k at EXTERN_BASE + 0x1000 (k + 1). */
+const RELOC_BASE = 0x400000n;
+const EXTERN_BASE = 0x7f0000000000n;
 const NAMES = ["memcpy", "strlen", "main", "helper", "table_switch", "tls_counter", "printf", "__libc_start_main", "environ", "memcpy@GLIBC_2.2.5", "memcpy@GLIBC_2.14", "puts@GLIBC_2.2.5"];
 
 let scratch: Scratch;
@@ -53,6 +57,7 @@ beforeAll(() => {
   });
   inputs["libc.so.6"] = { path: LIBC };
   inputs["gcc -c object"] = { path: scratch.gcc(FIXTURE, "fixture.o", ["-O2", "-c", "-ffunction-sections"]) };
+  inputs["gcc -c -fPIC -fno-plt object"] = { path: scratch.gcc(FIXTURE, "fixture-pic.o", ["-O2", "-c", "-fPIC", "-fno-plt", "-ffunction-sections"]) };
   inputs["PIE executable"] = { path: scratch.gcc(FIXTURE, "fixture-pie", ["-O2", "-pie", "-fPIE", "-Wl,--build-id"]) };
   const { image, firstVaddr } = imageOf(readFileSync(LIBC));
   writeFileSync(scratch.path("libc.image"), image);
@@ -69,7 +74,10 @@ const enc = new TextEncoder();
 class Digest {
   h = FNV_OFFSET;
   add(s: string): void {
-    for (const b of enc.encode(s)) this.h = BigInt.asUintN(64, (this.h ^ BigInt(b)) * FNV_PRIME);
+    this.addBytes(enc.encode(s));
+  }
+  addBytes(bytes: Uint8Array): void {
+    for (const b of bytes) this.h = BigInt.asUintN(64, (this.h ^ BigInt(b)) * FNV_PRIME);
   }
   get hex(): string {
     return this.h.toString(16).padStart(16, "0");
@@ -130,6 +138,7 @@ function nodeReport(data: Uint8Array, image: bigint | undefined, names: string[]
     `ehframe addr=${hex(eh?.addr ?? 0n)} offset=${eh?.offset ?? -1} size=${hex(eh?.size ?? 0)} hdr=${hex(hdr?.addr ?? 0n)} hdroffset=${hdr?.offset ?? -1} hdrsize=${hex(hdr?.size ?? 0)}`,
   );
   symbolIndex(core, elf, names);
+  if (i.type === 1) relocate(elf);
   elf.close();
   const elfClose = core.exports.elf_close as (h: number) => number;
   out.push(`closed ${elfClose(elf.handle) === 1 ? 1 : 0}`); // BAD_HANDLE the second time
@@ -189,10 +198,50 @@ function nodeReport(data: Uint8Array, image: bigint | undefined, names: string[]
     dyn?.close();
     idx.close();
   }
+
+  function relocate(elf: ElfReader): void {
+    const r = new Relocation(elf);
+    const f = r.info;
+    const iflags = (f.usesGot ? 1 : 0) | (f.hasTlsSections ? 2 : 0) | (f.tlsRefs ? 4 : 0) | (f.staticTls ? 8 : 0) | (f.dynamicTls ? 16 : 0);
+    out.push(`reloc relocations=${f.relocations} tables=${f.tables} refs=${f.refCount} flags=${iflags} sections=${f.sections} stubcandidates=${f.stubCandidates} maxalign=${f.maxAlign}`);
+    const refs = r.refs();
+    for (const x of refs) {
+      const fl = (x.undefined ? 1 : 0) | (x.weak ? 2 : 0) | (x.tls ? 4 : 0) | (x.gotSymbol ? 8 : 0) | (x.common ? 16 : 0);
+      out.push(`ref ${x.sym} ${x.name} refs=${x.refs} shndx=${x.shndx} info=${(x.bind << 4) | x.type} flags=${fl} value=${hex(x.value)}`);
+    }
+    refs.forEach((x, k) => {
+      if (x.gotSymbol || !x.undefined) return;
+      if (x.tls) r.bindTls(x.sym, { module: 2n, blockTpoff: -0x200n }, 0x10n * BigInt(k));
+      else r.bindAddress(x.sym, EXTERN_BASE + 0x1000n * BigInt(k + 1));
+    });
+    const p = r.plan();
+    const pflags = (p.below2G ? 1 : 0) | (p.below4G ? 2 : 0) | (p.near ? 4 : 0);
+    out.push(
+      `plan gotsize=${p.gotSize} stubsize=${p.stubSize} slots=${p.gotSlots} stubs=${p.stubs} flags=${pflags} below=${hex(p.below)} ` +
+        `near=${hex(p.near?.lo ?? 0n)}..${hex(p.near?.hi ?? 0n)} maxalign=${p.maxAlign}`,
+    );
+    const size = r.layout(RELOC_BASE, { pages: true });
+    const tls = r.tlsImage;
+    out.push(`layout base=${hex(RELOC_BASE)} size=${size} tls=${tls ?? -1}`);
+    if (tls !== undefined) r.setTls({ module: 1n, blockTpoff: -0x100n, tlsStart: tls });
+    const win = r.apply(RELOC_BASE, Number(size));
+    const d = new Digest();
+    d.addBytes(win);
+    out.push(`window size=${size} digest=${d.hex}`);
+    for (let sec = 0; sec < elf.info.sectionCount; sec++) {
+      const a = r.sectionAddress(sec);
+      if (a !== undefined) out.push(`placed ${sec} ${hex(a)}`);
+    }
+    out.push(`areas got=${r.gotAddress ?? -1} stubs=${r.stubsAddress ?? -1}`);
+    for (const g of r.gotSlots(p.gotSlots)) out.push(`got ${hex(g.addr)} value=${hex(g.value)} sym=${g.sym} kind=${SLOT_KINDS.indexOf(g.kind)}`);
+    for (const t of r.stubs(p.stubs)) out.push(`stub ${hex(t.addr)} target=${hex(t.target)} sym=${t.sym} flags=${t.branch ? 1 : 0} addend=${t.addend}`);
+    for (const x of refs) out.push(`value ${x.sym} ${hex(r.symbolValue(x.sym))}`);
+    r.close();
+  }
 }
 
 describe("the core from C (wasm2c) gives the same results as from Node", () => {
-  for (const name of ["libc.so.6", "gcc -c object", "PIE executable", "libc.so.6 as a mapped image"]) {
+  for (const name of ["libc.so.6", "gcc -c object", "gcc -c -fPIC -fno-plt object", "PIE executable", "libc.so.6 as a mapped image"]) {
     it(name, () => {
       const input = inputs[name];
       const args = input.image === undefined ? [input.path, ...NAMES] : ["--image", hex(input.image), input.path, ...NAMES];
@@ -211,7 +260,13 @@ describe("the core from C (wasm2c) gives the same results as from Node", () => {
         expect(fromC).toMatch(/^bind memcpy@GLIBC_2\.2\.5 pos=0 id=\d+ kind=1 flags=16 address=0x7f0000[0-9a-f]+ /m);
         expect(fromC).toMatch(/^slots memcpy n=1 \[0x[0-9a-f]+ plt=0x[0-9a-f]+ addend=\d+ type=37 /m); // libc's own IRELATIVE slot
       }
-      if (name === "gcc -c object") expect(fromC).toMatch(/^relatable \d+ kind=section count=[1-9]\d* /m);
+      if (name.startsWith("gcc -c")) {
+        expect(fromC).toMatch(/^relatable \d+ kind=section count=[1-9]\d* /m);
+        // Relocated: a window of bytes, and calls to libc beyond +-2 GiB through stubs (or GOT slots with -fno-plt).
+        expect(fromC).toMatch(/^window size=[1-9]\d* digest=[0-9a-f]{16}$/m);
+        if (name === "gcc -c object") expect(fromC).toMatch(/^stub 0x[0-9a-f]+ target=0x7f0000[0-9a-f]+ sym=\d+ flags=1 addend=-4$/m);
+        else expect(fromC).toMatch(/^got 0x[0-9a-f]+ value=0x7f0000[0-9a-f]+ sym=\d+ kind=0$/m);
+      }
       if (name === "PIE executable") expect(fromC).toMatch(/^slots printf n=1 \[0x[0-9a-f]+ plt=0x[0-9a-f]+ addend=0 type=7 sym=\d+ pltsec=[12]\]$/m); // JUMP_SLOT
       if (!name.startsWith("libc")) {
         const id = /^find table_switch ids=(\d+)$/m.exec(fromC)?.[1];

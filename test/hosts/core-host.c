@@ -23,6 +23,10 @@
 //                                   first, `at` (sym_at) inside it when it is a sized function
 //   bind NAME[@VER] ...             sym_scope_find over a one-module scope (index over .dynsym)
 //   slots NAME[@VER] n=N ...        sym_slots_find (a linked file's GOT/PLT slots)
+//   reloc ... / ref ... / plan ...  an ET_REL object relocated (reloc_*): every undefined
+//   layout ... / window ...         symbol bound to an address (TLS ones to a module), laid
+//   placed ... / got ... / stub ... out from RELOC_BASE, applied; the window's digest, the
+//   value ...                       placement, GOT slots, stubs and resolved symbol values
 //   truncated CODE MESSAGE          elf_open of the first 63 bytes: the error path
 //
 // Digests are FNV-1a 64 over one text line per record ("name\tversion\tfile\tvalue..."),
@@ -280,6 +284,87 @@ static void symbol_index(uint32_t elf, uint32_t has_dynsym, uint32_t is_rel, int
   if (CORE(sym_index_close)(&core, idx) != 0) die("sym_index_close");
 }
 
+// ---- the relocation engine through the ABI -------------------------------------------
+
+static const uint64_t RELOC_BASE = 0x400000;            // where the object is laid out
+static const uint64_t EXTERN_BASE = 0x7f0000000000ull;  // undefined symbol i is at EXTERN_BASE + 0x1000 * (i + 1)
+
+static void relocate(uint32_t elf, uint32_t nsec) {
+  uint32_t h = CORE(reloc_open)(&core, elf);
+  if (h == 0) die("reloc_open");
+  need_out(64);
+  if (CORE(reloc_info)(&core, h, out) != 0) die("reloc_info");
+  uint32_t nref = u32at(out + 8), iflags = u32at(out + 12);
+  printf("reloc relocations=%u tables=%u refs=%u flags=%u sections=%u stubcandidates=%u maxalign=%" PRIu64 "\n", u32at(out), u32at(out + 4), nref, iflags,
+         u32at(out + 16), u32at(out + 20), u64at(out + 24));
+  need_out(32 * nref + 64);
+  if ((int32_t)CORE(reloc_refs)(&core, h, 0, nref, out) != (int32_t)nref) die("reloc_refs");
+  uint8_t* refs = malloc(32 * nref + 1);
+  memcpy(refs, mem() + out, 32 * nref);
+  for (uint32_t i = 0; i < nref; i++) {
+    uint32_t o = out + 32 * i;
+    uint32_t sym = u32at(o);
+    uint16_t flags = u16at(o + 22);
+    printf("ref %u ", sym);
+    print_mem(u32at(o + 8), u32at(o + 12));
+    printf(" refs=%u shndx=%u info=%u flags=%u value=0x%" PRIx64 "\n", u32at(o + 4), u32at(o + 16), mem()[o + 20], flags, u64at(o + 24));
+  }
+  for (uint32_t i = 0; i < nref; i++) {
+    uint32_t sym, flags16 = 0;
+    memcpy(&sym, refs + 32 * i, 4);
+    memcpy(&flags16, refs + 32 * i + 22, 2);
+    if (flags16 & 8) continue;        // _GLOBAL_OFFSET_TABLE_: the engine's
+    if (!(flags16 & 1)) continue;     // defined: its placed section
+    if (flags16 & 4) {                // thread-local: module 2, static TLS
+      if (CORE(reloc_bind_tls)(&core, h, sym, 2, 0x10 * (uint64_t)i, (uint64_t)-0x200, 1) != 0) die("reloc_bind_tls");
+    } else if (CORE(reloc_bind_addr)(&core, h, sym, EXTERN_BASE + 0x1000 * (uint64_t)(i + 1)) != 0) {
+      die("reloc_bind_addr");
+    }
+  }
+  need_out(64);
+  if (CORE(reloc_plan)(&core, h, out) != 0) die("reloc_plan");
+  uint32_t nslots = u32at(out + 16), nstubs = u32at(out + 20);
+  printf("plan gotsize=%" PRIu64 " stubsize=%" PRIu64 " slots=%u stubs=%u flags=%u below=0x%" PRIx64 " near=0x%" PRIx64 "..0x%" PRIx64 " maxalign=%" PRIu64 "\n",
+         u64at(out), u64at(out + 8), nslots, nstubs, u32at(out + 24), u64at(out + 32), u64at(out + 40), u64at(out + 48), u64at(out + 56));
+  int64_t size = (int64_t)CORE(reloc_layout)(&core, h, RELOC_BASE, 1);
+  if (size < 0) die("reloc_layout");
+  int64_t tls = (int64_t)CORE(reloc_tls_image)(&core, h);
+  printf("layout base=0x%" PRIx64 " size=%" PRId64 " tls=%" PRId64 "\n", RELOC_BASE, size, tls);
+  if (tls >= 0 && CORE(reloc_set_tls)(&core, h, 1, (uint64_t)tls, (uint64_t)-0x100, 1) != 0) die("reloc_set_tls");
+  uint32_t win = CORE(alloc)(&core, (uint32_t)size);
+  memset(mem() + win, 0, (size_t)size);
+  if (CORE(reloc_apply)(&core, h, win, (uint32_t)size, RELOC_BASE, 0) != 0) die("reloc_apply");
+  digest_t d;
+  dg_init(&d);
+  dg_mem(&d, win, (uint32_t)size);
+  printf("window size=%" PRId64 " digest=%016" PRIx64 "\n", size, d.h);
+  CORE(free)(&core, win);
+  for (uint32_t sec = 0; sec < nsec; sec++) {
+    int64_t a = (int64_t)CORE(reloc_section_addr)(&core, h, sec);
+    if (a >= 0) printf("placed %u 0x%" PRIx64 "\n", sec, (uint64_t)a);
+  }
+  printf("areas got=%" PRId64 " stubs=%" PRId64 "\n", (int64_t)CORE(reloc_area_addr)(&core, h, 0), (int64_t)CORE(reloc_area_addr)(&core, h, 1));
+  need_out(32 * (nslots + nstubs) + 64);
+  if ((int32_t)CORE(reloc_got_slots)(&core, h, 0, nslots, out) != (int32_t)nslots) die("reloc_got_slots");
+  for (uint32_t i = 0; i < nslots; i++) {
+    uint32_t o = out + 32 * i;
+    printf("got 0x%" PRIx64 " value=0x%" PRIx64 " sym=%u kind=%u\n", u64at(o), u64at(o + 8), u32at(o + 16), u32at(o + 20));
+  }
+  if ((int32_t)CORE(reloc_stubs)(&core, h, 0, nstubs, out) != (int32_t)nstubs) die("reloc_stubs");
+  for (uint32_t i = 0; i < nstubs; i++) {
+    uint32_t o = out + 32 * i;
+    printf("stub 0x%" PRIx64 " target=0x%" PRIx64 " sym=%u flags=%u addend=%" PRId64 "\n", u64at(o), u64at(o + 8), u32at(o + 16), u32at(o + 20), i64at(o + 24));
+  }
+  for (uint32_t i = 0; i < nref; i++) {
+    uint32_t sym;
+    memcpy(&sym, refs + 32 * i, 4);
+    if (CORE(reloc_symbol_value)(&core, h, sym, out) != 0) die("reloc_symbol_value");
+    printf("value %u 0x%" PRIx64 "\n", sym, u64at(out));
+  }
+  free(refs);
+  if (CORE(reloc_close)(&core, h) != 0) die("reloc_close");
+}
+
 static uint8_t* read_file(const char* path, size_t* len) {
   FILE* f = fopen(path, "rb");
   if (!f) { perror(path); exit(2); }
@@ -394,6 +479,7 @@ int main(int argc, char** argv) {
          u64at(out), i64at(out + 8), u64at(out + 16), u64at(out + 24), i64at(out + 32), u64at(out + 40));
 
   symbol_index(handle, flags & 4, etype == 1 /* ET_REL */, nnames, names);
+  if (etype == 1) relocate(handle, nsec);
 
   if (CORE(elf_close)(&core, handle) != 0) die("elf_close");
   printf("closed %d\n", CORE(elf_close)(&core, handle) == 1 /* BAD_HANDLE the second time */);
