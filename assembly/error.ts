@@ -13,6 +13,7 @@
 //   300..399  relocation engine
 //   400..499  x86-64 decoder and writer
 //   500..599  stack-scan analysis
+//   700..799  object diff
 
 export const enum Err {
   OK = 0,
@@ -82,6 +83,16 @@ export const enum Err {
   STACK_BAD_EXPRESSION = 523,
   STACK_NEED_MEMORY = 524,
   STACK_DEPTH_LIMIT = 525,
+  // object diff: whole objects refused (700..719), refusals listed in a diff (720..)
+  DIFF_NOT_RELOCATABLE = 700,
+  DIFF_LTO = 701,
+  DIFF_NO_FUNCTION_SECTIONS = 702,
+  DIFF_NO_DATA_SECTIONS = 703,
+  DIFF_BAD_RELOCATION = 704,
+  DIFF_DATA_CHANGED = 720,
+  DIFF_NEW_TLS = 721,
+  DIFF_CONSTRUCTOR = 722,
+  DIFF_AMBIGUOUS_STATIC = 723,
 }
 
 let lastCode: i32 = 0;

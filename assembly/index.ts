@@ -7,3 +7,4 @@ export * from "./match/abi";
 export * from "./reloc/abi";
 export * from "./x86/abi";
 export * from "./stack/abi";
+export * from "./diff/abi";
