@@ -417,17 +417,26 @@ function isRelocatable(head: Uint8Array): boolean {
 /** Relative paths of the ELF relocatable objects under root, sorted. */
 export function listObjects(root: string): string[] {
   const found: string[] = [];
-  const head = Buffer.alloc(20);
   walk(root, "", (rel, full, st) => {
-    if (!st.isFile() || st.size < 64) return;
-    const fd = fs.openSync(full, "r");
-    try {
-      if (fs.readSync(fd, head, 0, 20, 0) === 20 && isRelocatable(head)) found.push(rel);
-    } finally {
-      fs.closeSync(fd);
-    }
+    if (st.isFile() && isObjectFile(full)) found.push(rel);
   });
   return found;
+}
+
+/** The file is an ELF relocatable object (by its header). */
+export function isObjectFile(file: string): boolean {
+  const head = Buffer.alloc(20);
+  let fd: number;
+  try {
+    fd = fs.openSync(file, "r");
+  } catch {
+    return false;
+  }
+  try {
+    return fs.readSync(fd, head, 0, 20, 0) === 20 && isRelocatable(head);
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
 function copyTree(from: string, to: string): void {

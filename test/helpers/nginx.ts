@@ -1,0 +1,70 @@
+// The real program of the tests, nginx from Debian 12 (docs/real-program.md): where its
+// source and fix are, how it is built, and the configuration that tells the original
+// from the fixed version over HTTP.
+import { execFileSync } from "node:child_process";
+import * as path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+
+export const NGINX_VERSION = "1.22.1-9+deb12u9";
+/** Relative to the build directory. */
+export const NGINX_BINARY = "objs/nginx";
+/** The fixed function and its object. */
+export const NGINX_FIXED_FUNCTION = "ngx_http_script_regex_end_code";
+export const NGINX_FIXED_OBJECT = "objs/src/http/ngx_http_script.o";
+
+/**
+ * Configures and builds nginx the way debian/rules does (--with-cc-opt carries CFLAGS
+ * and CPPFLAGS, -fPIC), with the flags `patchc build --debian` puts in the environment,
+ * and a small module set: the http core with rewrite (PCRE2) and the default modules,
+ * without gzip (zlib) and without SSL.
+ */
+export const NGINX_BUILD_COMMAND =
+  './configure --with-cc-opt="$CFLAGS -fPIC $CPPFLAGS" --with-ld-opt="$LDFLAGS -fPIC" --without-http_gzip_module >configure.log && make -j"$(nproc)" >make.log';
+
+export interface RealNginx {
+  tree: string; // the original source tree
+  fix: string; // debian/patches/CVE-2026-42945.patch
+  cache: string; // the cache directory (builds may be kept below it)
+}
+
+/** Downloads (once) and prepares the source (scripts/real-nginx.sh). */
+export function realNginx(): RealNginx {
+  const cache = process.env.PATCHC_TEST_CACHE ?? "/var/cache/patchc-test";
+  const out = execFileSync("bash", [path.join(REPO, "scripts/real-nginx.sh"), cache], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+  const [tree, fix] = out.trim().split("\n");
+  return { tree, fix, cache };
+}
+
+/**
+ * The reproducer of CVE-2026-42945: after a rewrite whose replacement has arguments, the
+ * old ngx_http_script_regex_end_code leaves is_args set, and `set $myvar $1` escapes the
+ * capture as an argument ("&" becomes "%26") into a buffer sized for the unescaped value.
+ * GET /x%26y answers "/x&y" when fixed and an escaped (and overrun) value when not.
+ */
+export function reproducerConfig(port: number, prefix: string): string {
+  return `daemon off;
+master_process off;
+worker_processes 1;
+error_log ${prefix}/logs/error.log warn;
+pid ${prefix}/logs/nginx.pid;
+events { worker_connections 256; }
+http {
+  access_log off;
+  client_body_temp_path ${prefix}/tmp/body;
+  proxy_temp_path ${prefix}/tmp/proxy;
+  fastcgi_temp_path ${prefix}/tmp/fastcgi;
+  uwsgi_temp_path ${prefix}/tmp/uwsgi;
+  scgi_temp_path ${prefix}/tmp/scgi;
+  server {
+    listen 127.0.0.1:${port};
+    location / {
+      rewrite ^(.*) /new?c=1;
+      set $myvar $1;
+      return 200 $myvar;
+    }
+  }
+}
+`;
+}

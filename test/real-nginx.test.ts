@@ -1,0 +1,162 @@
+// The real program (docs/real-program.md): nginx 1.22.1 from Debian 12, built twice by
+// the source-tree path of `patchc build` — the original (debian/patches up to, excluding,
+// CVE-2026-42945.patch) and the original with that fix — with dpkg-buildflags plus
+// function and data sections. The fix adds one line to ngx_http_script_regex_end_code:
+// exactly one object may change, and in it only that function's code; every other
+// object must come out byte for byte the same. Both binaries serve the reproducer, and
+// the two answers tell the versions apart.
+//
+// Slow: two full nginx builds (minutes on 2 cores); the original build is cached
+// (PATCHC_TEST_CACHE, /var/cache/patchc-test by default), so later runs build once.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import * as fs from "node:fs";
+import * as net from "node:net";
+import * as path from "node:path";
+import { buildSourceTree, type SourceBuildResult } from "../src/build/source-tree.js";
+import { ElfReader } from "../src/core/elf.js";
+import { nodeCore } from "../src/node/core-file.js";
+import { Scratch } from "./helpers/gcc.js";
+import { NGINX_BUILD_COMMAND, NGINX_BINARY, realNginx, reproducerConfig } from "./helpers/nginx.js";
+
+const core = nodeCore();
+const scratch = new Scratch();
+let r: SourceBuildResult;
+
+beforeAll(async () => {
+  const { tree, fix, cache } = realNginx();
+  r = await buildSourceTree({
+    source: tree,
+    diff: fix,
+    buildCommand: NGINX_BUILD_COMMAND,
+    debian: true,
+    binary: NGINX_BINARY,
+    output: scratch.path("out"),
+    cache: path.join(cache, "builds"),
+    log: (l) => process.stderr.write(`real-nginx: ${l}\n`),
+  });
+  process.stderr.write(`real-nginx: original build ${r.cached ? "cached" : `${(r.millis.original / 1000).toFixed(1)} s`}, patched build ${(r.millis.patched / 1000).toFixed(1)} s\n`);
+}, 30 * 60_000);
+afterAll(() => scratch.remove());
+
+/** Sections of an object with their contents (nobits: empty). */
+function sections(file: string): Map<string, Buffer> {
+  const data = fs.readFileSync(file);
+  const e = new ElfReader(core, data, file);
+  try {
+    const m = new Map<string, Buffer>();
+    for (const s of e.sections()) {
+      const bytes = s.type === 8 ? Buffer.alloc(0) : data.subarray(Number(s.offset), Number(s.offset) + Number(s.size));
+      m.set(s.name, bytes);
+    }
+    return m;
+  } finally {
+    e.close();
+  }
+}
+
+describe("nginx from Debian, built twice with its fix CVE-2026-42945", () => {
+  it("changes exactly ngx_http_script.o, every other object byte for byte the same", () => {
+    expect(r.objects.length).toBeGreaterThanOrEqual(100);
+    expect(r.added).toEqual([]);
+    expect(r.removed).toEqual([]);
+    const differ = r.objects.filter((o) => !fs.readFileSync(path.join(r.original, o)).equals(fs.readFileSync(path.join(r.patched, o))));
+    expect(differ).toEqual(["objs/src/http/ngx_http_script.o"]);
+  });
+
+  it("changes in ngx_http_script.o only the code of ngx_http_script_regex_end_code (and its debug info)", () => {
+    const rel = "objs/src/http/ngx_http_script.o";
+    const a = sections(path.join(r.original, rel));
+    const b = sections(path.join(r.patched, rel));
+    expect([...b.keys()].sort()).toEqual([...a.keys()].sort());
+    const changed = [...a.keys()].filter((n) => !a.get(n)!.equals(b.get(n)!));
+    const code = changed.filter((n) => !n.startsWith(".debug_") && !n.startsWith(".rela.debug_"));
+    // .eh_frame holds the function's FDE (its length and CFA rules can change with it).
+    expect(code.filter((n) => n !== ".eh_frame" && n !== ".rela.eh_frame")).toEqual([".text.ngx_http_script_regex_end_code"]);
+    expect(r.flags.CFLAGS).toMatch(/-ffile-prefix-map=\S+=\. .*-ffunction-sections -fdata-sections$/);
+  });
+
+  it("serves the reproducer: the original escapes $1 after a rewrite with arguments, the fixed one does not", async () => {
+    const original = await serve(r.target!, "original");
+    const fixed = await serve(r.patchedBinary!, "patched");
+    try {
+      // /x&y: after `rewrite ^(.*) /new?c=1`, the old code keeps is_args set and escapes the
+      // capture as an argument ("&" -> "%26") into a buffer sized for the unescaped value.
+      const before = await get(original.port, "/x%26y");
+      const after = await get(fixed.port, "/x%26y");
+      expect(after).toEqual({ status: 200, body: "/x&y" });
+      expect(before.status).toBe(200);
+      expect(before.body).not.toBe("/x&y");
+      expect(before.body.startsWith("/x%")).toBe(true);
+      // Without anything to escape, both agree.
+      expect(await get(original.port, "/plain")).toEqual({ status: 200, body: "/plain" });
+      expect(await get(fixed.port, "/plain")).toEqual({ status: 200, body: "/plain" });
+    } finally {
+      original.stop();
+      fixed.stop();
+    }
+  });
+});
+
+interface Server {
+  port: number;
+  stop(): void;
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.on("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** Runs `binary` in the foreground with the reproducer's configuration on a free port. */
+async function serve(binary: string, name: string): Promise<Server> {
+  const port = await freePort();
+  const prefix = scratch.path(`prefix-${name}`);
+  fs.mkdirSync(path.join(prefix, "logs"), { recursive: true });
+  fs.mkdirSync(path.join(prefix, "tmp"), { recursive: true });
+  fs.writeFileSync(path.join(prefix, "nginx.conf"), reproducerConfig(port, prefix));
+  execFileSync(binary, ["-t", "-p", prefix, "-c", path.join(prefix, "nginx.conf")], { stdio: "pipe" });
+  const child: ChildProcess = spawn(binary, ["-p", prefix, "-c", path.join(prefix, "nginx.conf")], { stdio: "ignore" });
+  const stop = () => void child.kill("SIGKILL");
+  for (let i = 0; i < 200; i++) {
+    if (await connects(port)) return { port, stop };
+    if (child.exitCode !== null) break;
+    await new Promise((res) => setTimeout(res, 25));
+  }
+  stop();
+  throw new Error(`${name} nginx did not listen on ${port}: ${fs.readFileSync(path.join(prefix, "logs", "error.log"), "utf8")}`);
+}
+
+function connects(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect(port, "127.0.0.1");
+    s.on("connect", () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.on("error", () => resolve(false));
+  });
+}
+
+/** One raw HTTP/1.0 request (the path as given, no client-side normalisation). */
+function get(port: number, target: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(port, "127.0.0.1");
+    const chunks: Buffer[] = [];
+    s.on("connect", () => s.write(`GET ${target} HTTP/1.0\r\nHost: localhost\r\n\r\n`));
+    s.on("data", (b) => chunks.push(b));
+    s.on("error", reject);
+    s.on("end", () => {
+      const text = Buffer.concat(chunks).toString("latin1");
+      const sep = text.indexOf("\r\n\r\n");
+      const status = Number(/^HTTP\/1\.\d (\d{3})/.exec(text)?.[1] ?? 0);
+      resolve({ status, body: sep < 0 ? "" : text.slice(sep + 4) });
+    });
+  });
+}
