@@ -1,5 +1,6 @@
 // The table of commands. Each lives in its own module; this is the only list.
 import type { Command } from "./command.js";
+import { buildCommand } from "./build-command.js";
 import { inspectCommand } from "./inspect-command.js";
 
-export const commands: Command[] = [inspectCommand];
+export const commands: Command[] = [buildCommand, inspectCommand];
