@@ -85,9 +85,8 @@ describe("nginx from Debian, built twice with its fix CVE-2026-42945", () => {
       const before = await get(original.port, "/x%26y");
       const after = await get(fixed.port, "/x%26y");
       expect(after).toEqual({ status: 200, body: "/x&y" });
-      expect(before.status).toBe(200);
-      expect(before.body).not.toBe("/x&y");
-      expect(before.body.startsWith("/x%")).toBe(true);
+      // Escaped ("/x%26y") and cut to the length of the unescaped value, 4 bytes.
+      expect(before).toEqual({ status: 200, body: "/x%2" });
       // Without anything to escape, both agree.
       expect(await get(original.port, "/plain")).toEqual({ status: 200, body: "/plain" });
       expect(await get(fixed.port, "/plain")).toEqual({ status: 200, body: "/plain" });

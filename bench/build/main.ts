@@ -1,0 +1,125 @@
+// bench/build (`npm run bench build`): the offline work of `patchc build` over the whole
+// real program (docs/real-program.md: nginx, 119 objects per build), compilation
+// excluded, beside one `objdump -dr` pass over the same objects as the reference.
+//
+// The objects come from the source-tree path itself (src/build/source-tree.ts), built
+// once and kept in the test cache ($PATCHC_TEST_CACHE or /var/cache/patchc-test, under
+// nginx/<version>/objects/): the first run builds nginx twice (minutes).
+//
+// Measured, in one run:
+//   - time: the median of 5 in-process runs after a warm-up (the core compiled once,
+//     as the CLI does);
+//   - peak memory: the maximum RSS of a child process doing the work once, from
+//     /usr/bin/time, beside the same child doing nothing but loading the core.
+// Rows:
+//   - objdump -dr over the patched build's objects (one process, all files): the reference;
+//   - opening every object of both builds in the core (ELF validation, sections, symbols,
+//     relocations), what the diff reads;
+//   - the object diff over every pair: not on main yet (assembly/diff is being written);
+//     until then this bench says so and measures the loading only.
+import { spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { buildSourceTree } from "../../src/build/source-tree.js";
+import { pairObjects, type ObjectPair } from "../../src/build/objects.js";
+import { ElfReader, SymbolTableKind } from "../../src/core/elf.js";
+import type { Core } from "../../src/core/instance.js";
+import { nodeCore } from "../../src/node/core-file.js";
+import { NGINX_BINARY, NGINX_BUILD_COMMAND, NGINX_VERSION, realNginx } from "../../test/helpers/nginx.js";
+import { printTable, timeMs, type Row } from "../table.js";
+
+/** The two builds' objects, built once into the cache. */
+async function nginxObjects(): Promise<ObjectPair[]> {
+  const { tree, fix, cache } = realNginx();
+  const dir = path.join(cache, "nginx", NGINX_VERSION, "objects");
+  if (!fs.existsSync(path.join(dir, "complete"))) {
+    console.log(`building nginx twice into ${dir} (once; minutes)`);
+    fs.rmSync(dir, { recursive: true, force: true });
+    await buildSourceTree({
+      source: tree,
+      diff: fix,
+      buildCommand: NGINX_BUILD_COMMAND,
+      debian: true,
+      binary: NGINX_BINARY,
+      output: dir,
+      cache: path.join(cache, "builds"),
+    });
+    fs.writeFileSync(path.join(dir, "complete"), `${new Date().toISOString()}\n`);
+  }
+  return pairObjects(path.join(dir, "original"), path.join(dir, "patched")).pairs;
+}
+
+/** Opens one object in the core and reads what the diff reads. */
+function load(core: Core, file: string, data: Uint8Array): number {
+  const e = new ElfReader(core, data, file);
+  try {
+    let n = e.sections().length + e.symbols(SymbolTableKind.SYMTAB).length;
+    for (const t of e.relaTables()) n += e.relas(t).length;
+    return n;
+  } finally {
+    e.close();
+  }
+}
+
+function loadAll(core: Core, files: Array<[string, Uint8Array]>): number {
+  let n = 0;
+  for (const [f, d] of files) n += load(core, f, d);
+  return n;
+}
+
+function objdump(files: string[]): void {
+  const r = spawnSync("objdump", ["-dr", ...files], { stdio: ["ignore", "ignore", "pipe"], maxBuffer: 1 << 30 });
+  if (r.status !== 0) throw new Error(`objdump -dr failed: ${r.stderr}`);
+}
+
+/** Max RSS (KiB) and wall time (s) of a command, from /usr/bin/time. */
+function measured(cmd: string, args: string[]): { rssKiB: number; seconds: number } {
+  const r = spawnSync("/usr/bin/time", ["-f", "patchc-time %e %M", cmd, ...args], { encoding: "utf8", stdio: ["ignore", "ignore", "pipe"], maxBuffer: 1 << 30 });
+  const m = /patchc-time ([\d.]+) (\d+)/.exec(r.stderr ?? "");
+  if (r.status !== 0 || !m) throw new Error(`${cmd} failed: ${r.stderr}`);
+  return { seconds: Number(m[1]), rssKiB: Number(m[2]) };
+}
+
+const mib = (kib: number) => `${(kib / 1024).toFixed(1)} MiB`;
+
+async function child(what: string): Promise<void> {
+  const core = nodeCore();
+  const pairs = await nginxObjects();
+  const files = pairs.flatMap((p) => [p.original, p.patched]).filter((f): f is string => f !== undefined);
+  if (what === "load") loadAll(core, files.map((f) => [f, fs.readFileSync(f)]));
+}
+
+async function parent(): Promise<void> {
+  const pairs = await nginxObjects();
+  const patched = pairs.map((p) => p.patched);
+  const all = pairs.flatMap((p) => [p.original, p.patched]).filter((f): f is string => f !== undefined);
+  const bytes = all.reduce((n, f) => n + fs.statSync(f).size, 0);
+  const core = nodeCore();
+  const data: Array<[string, Uint8Array]> = all.map((f) => [f, fs.readFileSync(f)]);
+
+  const objdumpMs = timeMs(() => objdump(patched), 3);
+  const objdumpMem = measured("objdump", ["-dr", ...patched]);
+  const loadMs = timeMs(() => void loadAll(core, data), 5);
+  const self = process.argv[1];
+  const idle = measured(process.execPath, [self, "--child", "idle"]);
+  const loaded = measured(process.execPath, [self, "--child", "load"]);
+
+  const input = `nginx, ${pairs.length} objects`;
+  const rows: Row[] = [
+    { what: "objdump -dr (reference)", input: `${input} (patched build), ${mib(patched.reduce((n, f) => n + fs.statSync(f).size, 0) / 1024)}`, native: `${objdumpMs.toFixed(0)} ms`, note: `max RSS ${mib(objdumpMem.rssKiB)}` },
+    {
+      what: "open + sections + symbols + relocations",
+      input: `${input} x 2 builds, ${mib(bytes / 1024)}`,
+      wasm: `${loadMs.toFixed(0)} ms`,
+      native: `${objdumpMs.toFixed(0)} ms`,
+      ratio: loadMs / objdumpMs,
+      note: `max RSS ${mib(loaded.rssKiB)} (Node + core alone: ${mib(idle.rssKiB)})`,
+    },
+    { what: "object diff", input, note: "not measured: the object diff (assembly/diff) is not on main yet" },
+  ];
+  printTable("build", rows);
+}
+
+const i = process.argv.indexOf("--child");
+if (i >= 0) await child(process.argv[i + 1]);
+else await parent();
