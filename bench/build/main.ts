@@ -15,15 +15,17 @@
 //   - objdump -dr over the patched build's objects (one process, all files): the reference;
 //   - opening every object of both builds in the core (ELF validation, sections, symbols,
 //     relocations), what the diff reads;
-//   - the object diff over every pair: not on main yet (assembly/diff is being written);
-//     until then this bench says so and measures the loading only.
+//   - the object diff over every pair (src/core/diff.ts): both objects opened in the core,
+//     diffed, every record read out; its result is checked: the fix changes
+//     ngx_http_script_regex_end_code and nothing else.
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { buildSourceTree } from "../../src/build/source-tree.js";
 import { pairObjects, type ObjectPair } from "../../src/build/objects.js";
 import { ElfReader, SymbolTableKind } from "../../src/core/elf.js";
-import type { Core } from "../../src/core/instance.js";
+import { CoreError, type Core } from "../../src/core/instance.js";
+import { diffObjects, type DiffResult } from "../../src/core/diff.js";
 import { nodeCore } from "../../src/node/core-file.js";
 import { NGINX_BINARY, NGINX_BUILD_COMMAND, NGINX_VERSION, realNginx } from "../../test/helpers/nginx.js";
 import { printTable, timeMs, type Row } from "../table.js";
@@ -67,6 +69,28 @@ function loadAll(core: Core, files: Array<[string, Uint8Array]>): number {
   return n;
 }
 
+type Loaded = { name: string; original?: Uint8Array; patched: Uint8Array };
+
+/** The diff of every pair (a new object: nothing to diff, all of it is added); an object the diff refuses as a whole gives its error. */
+function diffAll(core: Core, pairs: Loaded[]): Array<[string, DiffResult | CoreError]> {
+  const out: Array<[string, DiffResult | CoreError]> = [];
+  for (const p of pairs) {
+    if (!p.original) continue;
+    const a = new ElfReader(core, p.original, `original/${p.name}`);
+    const b = new ElfReader(core, p.patched, `patched/${p.name}`);
+    try {
+      out.push([p.name, diffObjects(core, a, b)]);
+    } catch (e) {
+      if (!(e instanceof CoreError)) throw e;
+      out.push([p.name, e]);
+    } finally {
+      a.close();
+      b.close();
+    }
+  }
+  return out;
+}
+
 function objdump(files: string[]): void {
   const r = spawnSync("objdump", ["-dr", ...files], { stdio: ["ignore", "ignore", "pipe"], maxBuffer: 1 << 30 });
   if (r.status !== 0) throw new Error(`objdump -dr failed: ${r.stderr}`);
@@ -82,11 +106,16 @@ function measured(cmd: string, args: string[]): { rssKiB: number; seconds: numbe
 
 const mib = (kib: number) => `${(kib / 1024).toFixed(1)} MiB`;
 
+function read(pairs: ObjectPair[]): Loaded[] {
+  return pairs.map((p) => ({ name: p.name, original: p.original ? fs.readFileSync(p.original) : undefined, patched: fs.readFileSync(p.patched) }));
+}
+
 async function child(what: string): Promise<void> {
   const core = nodeCore();
   const pairs = await nginxObjects();
   const files = pairs.flatMap((p) => [p.original, p.patched]).filter((f): f is string => f !== undefined);
   if (what === "load") loadAll(core, files.map((f) => [f, fs.readFileSync(f)]));
+  if (what === "diff") diffAll(core, read(pairs));
 }
 
 async function parent(): Promise<void> {
@@ -100,9 +129,29 @@ async function parent(): Promise<void> {
   const objdumpMs = timeMs(() => objdump(patched), 3);
   const objdumpMem = measured("objdump", ["-dr", ...patched]);
   const loadMs = timeMs(() => void loadAll(core, data), 5);
+  const loadedPairs = read(pairs);
+  const results = diffAll(core, loadedPairs);
+  const diffMs = timeMs(() => void diffAll(core, loadedPairs), 5);
   const self = process.argv[1];
   const idle = measured(process.execPath, [self, "--child", "idle"]);
   const loaded = measured(process.execPath, [self, "--child", "load"]);
+  const diffed = measured(process.execPath, [self, "--child", "diff"]);
+
+  // The result: what the fix changes, and nothing refused.
+  let functions = 0;
+  const changed: string[] = [];
+  const refusals: string[] = [];
+  for (const [name, d] of results) {
+    if (d instanceof CoreError) {
+      refusals.push(`${name} refused: ${d.message}`);
+      continue;
+    }
+    functions += d.functions.length;
+    for (const f of d.functions) if (f.status !== "unchanged") changed.push(`${name}: ${f.name} ${f.status}`);
+    for (const x of d.refusals) refusals.push(`${name}: ${x.message}`);
+  }
+  console.log(`diff: ${results.length} pairs, ${functions} functions; not unchanged: ${changed.join("; ") || "none"}; refusals: ${refusals.join("; ") || "none"}`);
+  const expected = "objs/src/http/ngx_http_script.o: ngx_http_script_regex_end_code changed";
 
   const input = `nginx, ${pairs.length} objects`;
   const rows: Row[] = [
@@ -115,9 +164,20 @@ async function parent(): Promise<void> {
       ratio: loadMs / objdumpMs,
       note: `max RSS ${mib(loaded.rssKiB)} (Node + core alone: ${mib(idle.rssKiB)})`,
     },
-    { what: "object diff", input, note: "not measured: the object diff (assembly/diff) is not on main yet" },
+    {
+      what: "object diff, whole program",
+      input: `${input} x 2 builds, ${functions} functions`,
+      wasm: `${diffMs.toFixed(0)} ms`,
+      native: `${objdumpMs.toFixed(0)} ms`,
+      ratio: diffMs / objdumpMs,
+      note: `max RSS ${mib(diffed.rssKiB)} (Node + core alone: ${mib(idle.rssKiB)}); core memory ${mib(core.exports.memory.buffer.byteLength / 1024)}${refusals.length ? `; ${refusals.length} refused (see above)` : ""}`,
+    },
   ];
   printTable("build", rows);
+  if (changed.join("; ") !== expected || refusals.length) {
+    console.error(`bench/build: unexpected diff result; expected only "${expected}"`);
+    process.exitCode = 1;
+  }
 }
 
 const i = process.argv.indexOf("--child");
