@@ -210,7 +210,7 @@ export function compareWithObjdump(x86: X86, file: Uint8Array, sections: ElfSect
           const status = v.getUint8(r + 15);
           const i = L.at.get(a);
           if (status !== 0) {
-            const code = 400 + status;
+            const code = 399 + status;
             if (code === 402 && i !== undefined && L.branch[i] >= 0) {
               // objdump follows AMD: a rel16 branch
               res.ambiguous++;

@@ -519,7 +519,7 @@ export function decodeOne(start: usize, end: usize, pc: u64): u32 {
 //   | target | offset |len |kind|flags|status|
 //   +--------+--------+----+----+-----+------+
 //   target: branch target or RIP-relative address (0 when none); offset: of the first
-//   byte, from the start of the input; status: 0, or the Err code - 400 (len is then 0).
+//   byte, from the start of the input; status: 0, or the Err code - 399 (1 truncated, 2 unknown, 3 ambiguous, 4 too long; len 0).
 
 export const RECORD_SIZE: u32 = 16;
 
@@ -554,7 +554,7 @@ export function decodeRange(base: usize, len: u64, from: u64, to: u64, pc: u64, 
     } else {
       store<u64>(r, 0);
       store<u32>(r, <u32>off, 8);
-      store<u32>(r, <u32>(insnStatus - 400) << 24, 12);
+      store<u32>(r, <u32>(insnStatus - 399) << 24, 12);
       n++;
       if (mode != MODE_SWEEP) { rangeNext = off; return n; }
       off += 1;

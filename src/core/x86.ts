@@ -148,7 +148,7 @@ export function readRecord(v: DataView, at: number, pc: bigint): Insn {
     kind: v.getUint8(at + 13) as InsnKind,
     flags: v.getUint8(at + 14),
     target: v.getBigUint64(at, true),
-    status: st === 0 ? 0 : 400 + st,
+    status: st === 0 ? 0 : 399 + st,
   };
 }
 
