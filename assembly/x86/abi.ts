@@ -5,6 +5,7 @@ import {
   insnTarget, rangeNext, MAP_COUNT, TABLES,
 } from "./decode";
 import { GROUP_RECORDS } from "./tables";
+import { jmpSize, X86Writer } from "./writer";
 
 /**
  * Decodes the instruction at input offset `off` of the `len` bytes at `ptr`; `pc` is the
@@ -66,4 +67,56 @@ export function x86_table_size(which: u32): u32 {
   if (which == 0) return MAP_COUNT * 1024;
   if (which == 1) return <u32>GROUP_RECORDS.length * 8;
   return 0;
+}
+
+// ---- writer ------------------------------------------------------------------------
+
+const W = new X86Writer(0, 0, 0);
+
+/**
+ * Writes one named sequence at `buf` (room for `cap` bytes) for code that will run at
+ * `pc`; `arg` is its destination, slot address or count (docs/core-abi.md lists the
+ * ops). Returns the bytes written, or 0 with X86_NO_ROOM, X86_OUT_OF_RANGE or
+ * BAD_ARGUMENT recorded.
+ */
+export function x86_write(op: u32, buf: usize, cap: u32, pc: u64, arg: u64): u32 {
+  W.reset(buf, cap, pc);
+  let ok = false;
+  switch (op) {
+    case 1: ok = W.putJmp(arg); break;
+    case 2: ok = W.putJmpRel8(arg); break;
+    case 3: ok = W.putJmpRel32(arg); break;
+    case 4: ok = W.putJmpAbs(arg); break;
+    case 5: ok = W.putJmpRip(arg); break;
+    case 6: ok = W.putCall(arg); break;
+    case 7: ok = W.putCallRel32(arg); break;
+    case 8: ok = W.putCallAbs(arg); break;
+    case 9: ok = W.putCallRip(arg); break;
+    case 10: ok = W.putEndbr64(); break;
+    case 11:
+    case 12:
+      if (arg > 4096) {
+        fail(Err.BAD_ARGUMENT, "x86_write: count " + arg.toString() + " above 4096");
+        return 0;
+      }
+      ok = op == 11 ? W.putNops(<u32>arg) : W.putInt3(<u32>arg);
+      break;
+    case 13: ok = W.putJumpStub(arg); break;
+    case 14: ok = W.putPltStub(arg); break;
+    default:
+      fail(Err.BAD_ARGUMENT, "x86_write: unknown op " + op.toString());
+      return 0;
+  }
+  if (ok) return W.size;
+  if (W.failure == Err.X86_NO_ROOM) {
+    fail(Err.X86_NO_ROOM, "x86_write op " + op.toString() + " at " + hex(pc) + ": no room in " + cap.toString() + " bytes");
+  } else {
+    fail(Err.X86_OUT_OF_RANGE, "x86_write op " + op.toString() + " at " + hex(pc) + ": " + hex(arg) + " is beyond the reach of its displacement");
+  }
+  return 0;
+}
+
+/** Size of the shortest jump from `at` to `dest`: 2 (rel8), 5 (rel32) or 14 (jmp [rip+0] + address). */
+export function x86_jmp_size(at: u64, dest: u64): u32 {
+  return jmpSize(at, dest);
 }

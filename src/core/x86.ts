@@ -153,3 +153,45 @@ export function readRecord(v: DataView, at: number, pc: bigint): Insn {
 }
 
 export { CoreError };
+
+/** Ops of x86_write (docs/core-abi.md). */
+export const WriteOp = {
+  Jmp: 1,
+  JmpRel8: 2,
+  JmpRel32: 3,
+  JmpAbs: 4,
+  JmpRip: 5,
+  Call: 6,
+  CallRel32: 7,
+  CallAbs: 8,
+  CallRip: 9,
+  Endbr64: 10,
+  Nops: 11,
+  Int3: 12,
+  JumpStub: 13,
+  PltStub: 14,
+} as const;
+export type WriteOp = (typeof WriteOp)[keyof typeof WriteOp];
+
+export interface X86WriterExports {
+  x86_write(op: number, buf: number, cap: number, pc: bigint, arg: bigint): number;
+  x86_jmp_size(at: bigint, dest: bigint): number;
+}
+
+/** Writes one named sequence for code that will run at `pc`; throws CoreError (X86_NO_ROOM, X86_OUT_OF_RANGE). */
+export function x86Write(core: Core, op: WriteOp, pc: bigint, arg: bigint, cap = 64): Uint8Array {
+  const e = core.exports as unknown as X86WriterExports & CoreExports;
+  const buf = e.alloc(Math.max(cap, 1));
+  try {
+    const n = e.x86_write(op, buf, cap, pc, arg);
+    if (n === 0) throw core.lastError();
+    return core.copyOut(buf, n);
+  } finally {
+    e.free(buf);
+  }
+}
+
+/** Size of the shortest jump from `at` to `dest`: 2, 5 or 14. */
+export function x86JmpSize(core: Core, at: bigint, dest: bigint): number {
+  return (core.exports as unknown as X86WriterExports).x86_jmp_size(at, dest);
+}
