@@ -13,6 +13,7 @@
 //   300..399  relocation engine
 //   400..499  x86-64 decoder and writer
 //   500..599  stack-scan analysis
+//   600..699  seccomp filter evaluation
 //   700..799  object diff
 
 export const enum Err {
@@ -83,6 +84,16 @@ export const enum Err {
   STACK_BAD_EXPRESSION = 523,
   STACK_NEED_MEMORY = 524,
   STACK_DEPTH_LIMIT = 525,
+  // seccomp filter evaluation
+  SECCOMP_TRUNCATED = 600,
+  SECCOMP_BAD_LENGTH = 601,
+  SECCOMP_BAD_OPCODE = 602,
+  SECCOMP_BAD_JUMP = 603,
+  SECCOMP_BAD_LOAD = 604,
+  SECCOMP_BAD_MEMORY = 605,
+  SECCOMP_DIV_ZERO = 606,
+  SECCOMP_NO_RETURN = 607,
+  SECCOMP_BAD_DATA = 608,
   // object diff: whole objects refused (700..719), refusals listed in a diff (720..)
   DIFF_NOT_RELOCATABLE = 700,
   DIFF_LTO = 701,

@@ -8,3 +8,4 @@ export * from "./reloc/abi";
 export * from "./x86/abi";
 export * from "./stack/abi";
 export * from "./diff/abi";
+export * from "./seccomp/abi";

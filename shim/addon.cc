@@ -1,0 +1,883 @@
+// patchc_shim.node: the node-addon-api binding of the shim.
+//
+// A flat, syscall-shaped surface (its exact contract: src/shim/native.d.ts):
+//   spawnTracer(path)  starts the tracer process (shim/tracer.c) on a socketpair
+//                      and returns a Tracer whose methods each send one request
+//                      (shim/proto.h) and resolve with the decoded reply;
+//   listTasks(pid)     the thread ids in /proc/PID/task;
+//   deviceOpen/deviceIoctl/deviceClose  a character device, for the kernel module.
+//
+// Arguments are checked here (TypeError/RangeError, synchronously). Every
+// request runs on a libuv pool thread (an AsyncWorker: write the request, block
+// reading the reply), never on the JavaScript thread; ptrace itself happens only
+// in the tracer's single thread, so it does not matter which pool thread sends.
+// A Tracer serializes its requests (a mutex around each exchange).
+//
+// Failures reject with an Error carrying: code (errno name or reason), errno,
+// syscall, tid, op; the message names all of them.
+#include <napi.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+extern "C" {
+#include "proto.h"
+}
+
+extern char** environ;
+
+namespace {
+
+const char* const kOpNames[OP__COUNT] = {
+    nullptr,          "hello",       "attach",         "detach",     "threads",
+    "stopWorld",      "resumeAll",   "patchAndResume", "getRegs",    "setRegs",
+    "readMemory",     "writeData",   "writeText",      "syscall",    "syscallSite",
+    "seccompFilters", "waitReturn",  "begin",          "commit",     "rollback",
+    "debugRegs",
+};
+
+std::string ErrnoName(int e) {
+  const char* n = strerrorname_np(e);
+  return n ? n : "E" + std::to_string(e);
+}
+
+// A failure as the tracer (or the exchange with it) reported it.
+struct Failure {
+  std::string code, syscall, message, op;
+  int err = 0, tid = 0;
+};
+
+Napi::Error MakeError(Napi::Env env, const Failure& f) {
+  Napi::Error e = Napi::Error::New(env, f.message);
+  e.Set("code", f.code);
+  e.Set("errno", Napi::Number::New(env, f.err));
+  e.Set("syscall", f.syscall);
+  e.Set("tid", Napi::Number::New(env, f.tid));
+  e.Set("op", f.op);
+  return e;
+}
+
+// ---- the connection to one tracer process ----
+
+struct Conn {
+  int fd = -1;
+  pid_t pid = 0;
+  std::mutex mu;
+  bool closed = false;
+  int exit_status = -1;  // waitpid status once reaped
+
+  ~Conn() {
+    if (fd >= 0) close(fd);
+    if (pid > 0 && exit_status < 0) {
+      // reap without blocking the JavaScript thread; the tracer exits on EOF
+      pid_t p = pid;
+      std::thread([p] {
+        int st;
+        while (waitpid(p, &st, 0) < 0 && errno == EINTR) {
+        }
+      }).detach();
+    }
+  }
+};
+
+bool WriteAll(int fd, const uint8_t* p, size_t n) {
+  while (n > 0) {
+    ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+  return true;
+}
+
+bool ReadAll(int fd, uint8_t* p, size_t n) {
+  while (n > 0) {
+    ssize_t r = read(fd, p, n);
+    if (r == 0) {
+      errno = EPIPE;
+      return false;
+    }
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    p += r;
+    n -= static_cast<size_t>(r);
+  }
+  return true;
+}
+
+// Builds a request: header, then fields appended in order.
+struct Req {
+  std::vector<uint8_t> b;
+  explicit Req(uint32_t op) {
+    wire_req h{0, op};
+    Put(&h, sizeof h);
+  }
+  void Put(const void* p, size_t n) {
+    const uint8_t* s = static_cast<const uint8_t*>(p);
+    b.insert(b.end(), s, s + n);
+  }
+  template <typename T>
+  void Put(const T& v) {
+    Put(&v, sizeof v);
+  }
+  std::vector<uint8_t> Done() {
+    uint32_t len = static_cast<uint32_t>(b.size());
+    memcpy(b.data(), &len, 4);
+    return std::move(b);
+  }
+};
+
+using Decoder = std::function<Napi::Value(Napi::Env, const std::vector<uint8_t>&)>;
+
+// One request/reply exchange on a pool thread.
+class Exchange : public Napi::AsyncWorker {
+ public:
+  Exchange(Napi::Env env, std::shared_ptr<Conn> conn, uint32_t op, std::vector<uint8_t> req, Decoder dec)
+      : Napi::AsyncWorker(env, "patchc.shim"),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        conn_(std::move(conn)),
+        op_(op),
+        req_(std::move(req)),
+        dec_(std::move(dec)) {}
+
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    std::lock_guard<std::mutex> lock(conn_->mu);
+    const char* op = kOpNames[op_];
+    if (conn_->closed || conn_->fd < 0) {
+      Gone(op, "the tracer is closed");
+      return;
+    }
+    if (!WriteAll(conn_->fd, req_.data(), req_.size())) {
+      Gone(op, "sending the request failed: " + ErrnoName(errno));
+      return;
+    }
+    wire_rsp h;
+    if (!ReadAll(conn_->fd, reinterpret_cast<uint8_t*>(&h), sizeof h)) {
+      Gone(op, "reading the reply failed: " + ErrnoName(errno));
+      return;
+    }
+    if (h.len < sizeof h || h.len > WIRE_MAX_MESSAGE) {
+      Gone(op, "malformed reply of " + std::to_string(h.len) + " bytes");
+      return;
+    }
+    rsp_.resize(h.len - sizeof h);
+    if (!rsp_.empty() && !ReadAll(conn_->fd, rsp_.data(), rsp_.size())) {
+      Gone(op, "reading the reply failed: " + ErrnoName(errno));
+      return;
+    }
+    if (h.status != 0) {
+      failed_ = true;
+      fail_.op = op;
+      if (rsp_.size() >= sizeof(wire_error)) {
+        wire_error e;
+        memcpy(&e, rsp_.data(), sizeof e);
+        e.code[sizeof e.code - 1] = 0;
+        e.syscall[sizeof e.syscall - 1] = 0;
+        fail_.err = e.err_no;
+        fail_.tid = e.tid;
+        fail_.code = e.code;
+        fail_.syscall = e.syscall;
+        fail_.message.assign(reinterpret_cast<const char*>(rsp_.data() + sizeof e),
+                             strnlen(reinterpret_cast<const char*>(rsp_.data() + sizeof e), rsp_.size() - sizeof e));
+      } else {
+        fail_.code = "BAD_REPLY";
+        fail_.message = std::string(op) + ": malformed error reply";
+      }
+    }
+  }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    Napi::HandleScope scope(env);
+    if (failed_) {
+      deferred_.Reject(MakeError(env, fail_).Value());
+      return;
+    }
+    try {
+      deferred_.Resolve(dec_(env, rsp_));
+    } catch (const Napi::Error& e) {
+      deferred_.Reject(e.Value());
+    }
+  }
+
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  void Gone(const char* op, const std::string& why) {
+    failed_ = true;
+    fail_.op = op;
+    fail_.code = "TRACER_GONE";
+    fail_.err = EPIPE;
+    fail_.message = std::string(op) + ": the tracer process (pid " + std::to_string(conn_->pid) + ") is gone: " + why;
+  }
+
+  Napi::Promise::Deferred deferred_;
+  std::shared_ptr<Conn> conn_;
+  uint32_t op_;
+  std::vector<uint8_t> req_;
+  std::vector<uint8_t> rsp_;
+  Decoder dec_;
+  bool failed_ = false;
+  Failure fail_;
+};
+
+// ---- argument checks ----
+
+int32_t ArgInt(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t lo, int64_t hi) {
+  if (info.Length() <= i || !info[i].IsNumber())
+    throw Napi::TypeError::New(info.Env(), std::string(name) + " must be a number");
+  double d = info[i].As<Napi::Number>().DoubleValue();
+  if (d != static_cast<double>(static_cast<int64_t>(d)) || d < static_cast<double>(lo) || d > static_cast<double>(hi))
+    throw Napi::RangeError::New(info.Env(), std::string(name) + " must be an integer in [" + std::to_string(lo) + ", " +
+                                                std::to_string(hi) + "]");
+  return static_cast<int32_t>(d);
+}
+
+uint64_t ArgU64(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  if (info.Length() <= i) throw Napi::TypeError::New(info.Env(), std::string(name) + " is missing");
+  if (info[i].IsBigInt()) {
+    bool lossless;
+    uint64_t v = info[i].As<Napi::BigInt>().Uint64Value(&lossless);
+    if (!lossless) throw Napi::RangeError::New(info.Env(), std::string(name) + " does not fit in 64 bits unsigned");
+    return v;
+  }
+  if (info[i].IsNumber()) {
+    double d = info[i].As<Napi::Number>().DoubleValue();
+    if (d < 0 || d > 9007199254740991.0 || d != static_cast<double>(static_cast<uint64_t>(d)))
+      throw Napi::RangeError::New(info.Env(), std::string(name) + " must be a non-negative safe integer or a bigint");
+    return static_cast<uint64_t>(d);
+  }
+  throw Napi::TypeError::New(info.Env(), std::string(name) + " must be a bigint or a number");
+}
+
+Napi::Uint8Array ArgBytes(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  if (info.Length() <= i || !info[i].IsTypedArray() ||
+      info[i].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+    throw Napi::TypeError::New(info.Env(), std::string(name) + " must be a Uint8Array");
+  return info[i].As<Napi::Uint8Array>();
+}
+
+Napi::BigUint64Array ArgU64Array(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  if (info.Length() <= i || !info[i].IsTypedArray() ||
+      info[i].As<Napi::TypedArray>().TypedArrayType() != napi_biguint64_array)
+    throw Napi::TypeError::New(info.Env(), std::string(name) + " must be a BigUint64Array");
+  return info[i].As<Napi::BigUint64Array>();
+}
+
+// ---- reply decoding helpers ----
+
+template <typename T>
+T Get(const std::vector<uint8_t>& b, size_t off) {
+  T v;
+  memcpy(&v, b.data() + off, sizeof v);
+  return v;
+}
+
+void Need(Napi::Env env, const std::vector<uint8_t>& b, size_t n) {
+  if (b.size() < n) throw Napi::Error::New(env, "malformed reply: " + std::to_string(b.size()) + " bytes, " +
+                                                    std::to_string(n) + " expected");
+}
+
+Napi::Value Empty(Napi::Env env, const std::vector<uint8_t>&) { return env.Undefined(); }
+
+Napi::Value Resumed(Napi::Env env, const std::vector<uint8_t>& b) {
+  Need(env, b, sizeof(wire_resumed));
+  wire_resumed r = Get<wire_resumed>(b, 0);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("pauseNs", Napi::Number::New(env, static_cast<double>(r.pause_ns)));
+  o.Set("checkNs", Napi::Number::New(env, static_cast<double>(r.check_ns)));
+  o.Set("writeNs", Napi::Number::New(env, static_cast<double>(r.write_ns)));
+  o.Set("resumeNs", Napi::Number::New(env, static_cast<double>(r.resume_ns)));
+  return o;
+}
+
+Napi::Value U64s(Napi::Env env, const std::vector<uint8_t>& b, size_t n) {
+  Need(env, b, n * 8);
+  Napi::BigUint64Array a = Napi::BigUint64Array::New(env, n);
+  memcpy(a.Data(), b.data(), n * 8);
+  return a;
+}
+
+// ---- the Tracer class ----
+
+class Tracer : public Napi::ObjectWrap<Tracer> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "Tracer",
+                       {
+                           InstanceAccessor<&Tracer::Pid>("pid"),
+                           InstanceMethod<&Tracer::Hello>("hello"),
+                           InstanceMethod<&Tracer::Attach>("attach"),
+                           InstanceMethod<&Tracer::Detach>("detach"),
+                           InstanceMethod<&Tracer::Threads>("threads"),
+                           InstanceMethod<&Tracer::StopWorld>("stopWorld"),
+                           InstanceMethod<&Tracer::ResumeAll>("resumeAll"),
+                           InstanceMethod<&Tracer::PatchAndResume>("patchAndResume"),
+                           InstanceMethod<&Tracer::GetRegs>("getRegs"),
+                           InstanceMethod<&Tracer::SetRegs>("setRegs"),
+                           InstanceMethod<&Tracer::ReadMemory>("readMemory"),
+                           InstanceMethod<&Tracer::WriteData>("writeData"),
+                           InstanceMethod<&Tracer::WriteText>("writeText"),
+                           InstanceMethod<&Tracer::Syscall>("syscall"),
+                           InstanceMethod<&Tracer::SyscallSite>("syscallSite"),
+                           InstanceMethod<&Tracer::SeccompFilters>("seccompFilters"),
+                           InstanceMethod<&Tracer::WaitReturn>("waitReturn"),
+                           InstanceMethod<&Tracer::Begin>("begin"),
+                           InstanceMethod<&Tracer::Commit>("commit"),
+                           InstanceMethod<&Tracer::Rollback>("rollback"),
+                           InstanceMethod<&Tracer::DebugRegs>("debugRegs"),
+                           InstanceMethod<&Tracer::Close>("close"),
+                       });
+  }
+
+  explicit Tracer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Tracer>(info) {
+    if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(info.Env(), "tracer path must be a string");
+    std::string path = info[0].As<Napi::String>();
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) Throw(info.Env(), "socketpair", errno);
+    // the child's end goes to fd 3; dup it above 3 first so dup2 always clears CLOEXEC
+    int child = fcntl(sv[1], F_DUPFD_CLOEXEC, 10);
+    close(sv[1]);
+    if (child < 0) {
+      int e = errno;
+      close(sv[0]);
+      Throw(info.Env(), "fcntl(F_DUPFD_CLOEXEC)", e);
+    }
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t at;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, child, 3);
+    posix_spawnattr_init(&at);
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    posix_spawnattr_setsigmask(&at, &none);
+    posix_spawnattr_setsigdefault(&at, &all);
+    // its own session: Ctrl-C in patchc's terminal does not reach it
+    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    char* argv[] = {const_cast<char*>("patchc-tracer"), nullptr};
+    pid_t pid;
+    int rc = posix_spawn(&pid, path.c_str(), &fa, &at, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&at);
+    close(child);
+    if (rc != 0) {
+      close(sv[0]);
+      Throw(info.Env(), "posix_spawn(" + path + ")", rc);
+    }
+    conn_ = std::make_shared<Conn>();
+    conn_->fd = sv[0];
+    conn_->pid = pid;
+  }
+
+ private:
+  [[noreturn]] static void Throw(Napi::Env env, const std::string& sys, int e) {
+    Failure f;
+    f.op = "spawnTracer";
+    f.syscall = sys;
+    f.err = e;
+    f.code = ErrnoName(e);
+    f.message = "spawnTracer: " + sys + " failed: " + f.code + " (" + strerror(e) + ")";
+    throw MakeError(env, f);
+  }
+
+  Napi::Value Send(Napi::Env env, uint32_t op, std::vector<uint8_t> req, Decoder dec) {
+    auto* w = new Exchange(env, conn_, op, std::move(req), std::move(dec));
+    Napi::Promise p = w->Promise();
+    w->Queue();
+    return p;
+  }
+
+  Napi::Value Simple(const Napi::CallbackInfo& info, uint32_t op, Decoder dec = Empty) {
+    Req r(op);
+    return Send(info.Env(), op, r.Done(), std::move(dec));
+  }
+
+  Napi::Value Pid(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), conn_->pid); }
+
+  Napi::Value Hello(const Napi::CallbackInfo& info) {
+    return Simple(info, OP_HELLO, [](Napi::Env env, const std::vector<uint8_t>& b) -> Napi::Value {
+      Need(env, b, sizeof(wire_hello));
+      wire_hello h = Get<wire_hello>(b, 0);
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("version", h.version);
+      o.Set("pid", h.pid);
+      return o;
+    });
+  }
+
+  Napi::Value Attach(const Napi::CallbackInfo& info) {
+    wire_attach a{ArgInt(info, 0, "pid", 1, INT32_MAX), 0};
+    if (info.Length() > 1 && info[1].ToBoolean()) a.flags |= ATTACH_STOP_SHARERS;
+    Req r(OP_ATTACH);
+    r.Put(a);
+    return Send(info.Env(), OP_ATTACH, r.Done(), [](Napi::Env env, const std::vector<uint8_t>& b) -> Napi::Value {
+      Need(env, b, sizeof(wire_attached));
+      wire_attached h = Get<wire_attached>(b, 0);
+      Need(env, b, sizeof h + 4ull * (h.nthreads + h.nsharers));
+      Napi::Int32Array tids = Napi::Int32Array::New(env, h.nthreads);
+      memcpy(tids.Data(), b.data() + sizeof h, 4ull * h.nthreads);
+      Napi::Int32Array sharers = Napi::Int32Array::New(env, h.nsharers);
+      memcpy(sharers.Data(), b.data() + sizeof h + 4ull * h.nthreads, 4ull * h.nsharers);
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("pid", h.pid);
+      o.Set("tids", tids);
+      o.Set("sharers", sharers);
+      o.Set("jobStopped", Napi::Boolean::New(env, (h.flags & ATTACHED_JOB_STOPPED) != 0));
+      return o;
+    });
+  }
+
+  Napi::Value Detach(const Napi::CallbackInfo& info) { return Simple(info, OP_DETACH); }
+
+  Napi::Value Threads(const Napi::CallbackInfo& info) {
+    return Simple(info, OP_THREADS, [](Napi::Env env, const std::vector<uint8_t>& b) -> Napi::Value {
+      Need(env, b, 4);
+      uint32_t n = Get<uint32_t>(b, 0);
+      Need(env, b, 4 + 8ull * n);
+      Napi::Int32Array tids = Napi::Int32Array::New(env, n);
+      Napi::Uint32Array states = Napi::Uint32Array::New(env, n);
+      for (uint32_t i = 0; i < n; i++) {
+        wire_thread t = Get<wire_thread>(b, 4 + 8ull * i);
+        tids[i] = t.tid;
+        states[i] = t.state;
+      }
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("tids", tids);
+      o.Set("states", states);
+      return o;
+    });
+  }
+
+  Napi::Value StopWorld(const Napi::CallbackInfo& info) {
+    wire_stop s{};
+    s.window = static_cast<uint64_t>(ArgInt(info, 0, "window", 0, 16 << 20));
+    s.timeout_ms = static_cast<uint32_t>(ArgInt(info, 1, "timeoutMs", 1, 3600000));
+    Req r(OP_STOP_WORLD);
+    r.Put(s);
+    return Send(info.Env(), OP_STOP_WORLD, r.Done(), [](Napi::Env env, const std::vector<uint8_t>& b) -> Napi::Value {
+      Need(env, b, sizeof(wire_stopped));
+      wire_stopped h = Get<wire_stopped>(b, 0);
+      size_t n = h.nthreads;
+      size_t roff = sizeof h, soff = roff + n * sizeof(wire_thread_state);
+      Need(env, b, soff + n * h.window);
+      Napi::Int32Array tids = Napi::Int32Array::New(env, n);
+      Napi::Uint32Array flags = Napi::Uint32Array::New(env, n);
+      Napi::Int32Array pending = Napi::Int32Array::New(env, n);
+      Napi::Uint32Array lens = Napi::Uint32Array::New(env, n);
+      Napi::BigUint64Array regs = Napi::BigUint64Array::New(env, n * WIRE_NREGS);
+      for (size_t i = 0; i < n; i++) {
+        wire_thread_state s = Get<wire_thread_state>(b, roff + i * sizeof s);
+        tids[i] = s.tid;
+        flags[i] = s.flags;
+        pending[i] = s.pending_sig;
+        lens[i] = s.stack_len;
+        memcpy(regs.Data() + i * WIRE_NREGS, s.regs, sizeof s.regs);
+      }
+      Napi::Uint8Array stacks = Napi::Uint8Array::New(env, n * h.window);
+      if (n != 0 && h.window != 0) memcpy(stacks.Data(), b.data() + soff, n * h.window);
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("window", Napi::Number::New(env, static_cast<double>(h.window)));
+      o.Set("interruptNs", Napi::Number::New(env, static_cast<double>(h.interrupt_ns)));
+      o.Set("waitNs", Napi::Number::New(env, static_cast<double>(h.wait_ns)));
+      o.Set("readNs", Napi::Number::New(env, static_cast<double>(h.read_ns)));
+      o.Set("totalNs", Napi::Number::New(env, static_cast<double>(h.total_ns)));
+      o.Set("tids", tids);
+      o.Set("flags", flags);
+      o.Set("pendingSig", pending);
+      o.Set("stackLen", lens);
+      o.Set("regs", regs);
+      o.Set("stacks", stacks);
+      return o;
+    });
+  }
+
+  Napi::Value ResumeAll(const Napi::CallbackInfo& info) { return Simple(info, OP_RESUME_ALL, Resumed); }
+
+  Napi::Value PatchAndResume(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsArray()) throw Napi::TypeError::New(env, "patches must be an array");
+    Napi::Array arr = info[0].As<Napi::Array>();
+    uint32_t n = arr.Length();
+    wire_patches ph{n, 0};
+    if (info.Length() > 1 && info[1].ToBoolean()) ph.flags |= PATCH_COMMIT;
+    std::vector<wire_patch> hdr(n);
+    std::vector<uint8_t> tail;
+    for (uint32_t i = 0; i < n; i++) {
+      Napi::Value v = arr[i];
+      if (!v.IsObject()) throw Napi::TypeError::New(env, "patch " + std::to_string(i) + " must be an object");
+      Napi::Object p = v.As<Napi::Object>();
+      Napi::Value addr = p.Get("addr"), expect = p.Get("expect"), bytes = p.Get("bytes");
+      if (!addr.IsBigInt()) throw Napi::TypeError::New(env, "patch " + std::to_string(i) + ": addr must be a bigint");
+      bool lossless;
+      hdr[i].addr = addr.As<Napi::BigInt>().Uint64Value(&lossless);
+      if (!expect.IsTypedArray() || expect.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array ||
+          !bytes.IsTypedArray() || bytes.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+        throw Napi::TypeError::New(env, "patch " + std::to_string(i) + ": expect and bytes must be Uint8Arrays");
+      Napi::Uint8Array e = expect.As<Napi::Uint8Array>(), b = bytes.As<Napi::Uint8Array>();
+      if (e.ElementLength() != b.ElementLength() || e.ElementLength() == 0 || e.ElementLength() > 4096)
+        throw Napi::RangeError::New(env, "patch " + std::to_string(i) +
+                                             ": expect and bytes must have the same length, 1..4096");
+      hdr[i].len = static_cast<uint32_t>(e.ElementLength());
+      tail.insert(tail.end(), e.Data(), e.Data() + e.ElementLength());
+      tail.insert(tail.end(), b.Data(), b.Data() + b.ElementLength());
+    }
+    Req r(OP_PATCH_RESUME);
+    r.Put(ph);
+    if (n) r.Put(hdr.data(), hdr.size() * sizeof(wire_patch));
+    if (!tail.empty()) r.Put(tail.data(), tail.size());
+    return Send(env, OP_PATCH_RESUME, r.Done(), Resumed);
+  }
+
+  Napi::Value GetRegs(const Napi::CallbackInfo& info) {
+    wire_tid t{ArgInt(info, 0, "tid", 1, INT32_MAX), 0};
+    Req r(OP_GET_REGS);
+    r.Put(t);
+    return Send(info.Env(), OP_GET_REGS, r.Done(),
+                [](Napi::Env env, const std::vector<uint8_t>& b) { return U64s(env, b, WIRE_NREGS); });
+  }
+
+  Napi::Value DebugRegs(const Napi::CallbackInfo& info) {
+    wire_tid t{ArgInt(info, 0, "tid", 1, INT32_MAX), 0};
+    Req r(OP_DEBUG_REGS);
+    r.Put(t);
+    return Send(info.Env(), OP_DEBUG_REGS, r.Done(),
+                [](Napi::Env env, const std::vector<uint8_t>& b) { return U64s(env, b, 8); });
+  }
+
+  Napi::Value SetRegs(const Napi::CallbackInfo& info) {
+    wire_set_regs s{};
+    s.tid = ArgInt(info, 0, "tid", 1, INT32_MAX);
+    Napi::BigUint64Array regs = ArgU64Array(info, 1, "regs");
+    if (regs.ElementLength() != WIRE_NREGS)
+      throw Napi::RangeError::New(info.Env(), "regs must have " + std::to_string(WIRE_NREGS) + " elements");
+    memcpy(s.regs, regs.Data(), sizeof s.regs);
+    Req r(OP_SET_REGS);
+    r.Put(s);
+    return Send(info.Env(), OP_SET_REGS, r.Done(), Empty);
+  }
+
+  Napi::Value ReadMemory(const Napi::CallbackInfo& info) {
+    Napi::BigUint64Array ranges = ArgU64Array(info, 0, "ranges");
+    if (ranges.ElementLength() % 2) throw Napi::RangeError::New(info.Env(), "ranges must hold (address, length) pairs");
+    uint32_t n = static_cast<uint32_t>(ranges.ElementLength() / 2);
+    uint64_t total = 0;
+    for (uint32_t i = 0; i < n; i++) {
+      total += ranges[2 * i + 1];
+      if (ranges[2 * i + 1] > WIRE_MAX_MESSAGE / 2 || total > WIRE_MAX_MESSAGE / 2)
+        throw Napi::RangeError::New(info.Env(), "at most 512 MiB per readMemory");
+    }
+    Req r(OP_READ);
+    uint32_t pad = 0;
+    r.Put(n);
+    r.Put(pad);
+    r.Put(ranges.Data(), 16ull * n);
+    return Send(info.Env(), OP_READ, r.Done(), [n, total](Napi::Env env, const std::vector<uint8_t>& b) -> Napi::Value {
+      Need(env, b, 8ull * n + total);
+      Napi::Float64Array got = Napi::Float64Array::New(env, n);
+      for (uint32_t i = 0; i < n; i++) got[i] = static_cast<double>(Get<uint64_t>(b, 8ull * i));
+      Napi::Uint8Array data = Napi::Uint8Array::New(env, total);
+      if (total) memcpy(data.Data(), b.data() + 8ull * n, total);
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("got", got);
+      o.Set("data", data);
+      return o;
+    });
+  }
+
+  Napi::Value Write(const Napi::CallbackInfo& info, uint32_t op) {
+    uint64_t addr = ArgU64(info, 0, "addr");
+    Napi::Uint8Array bytes = ArgBytes(info, 1, "bytes");
+    if (bytes.ElementLength() > WIRE_MAX_MESSAGE / 2) throw Napi::RangeError::New(info.Env(), "at most 512 MiB per write");
+    wire_write w{addr, bytes.ElementLength()};
+    Req r(op);
+    r.Put(w);
+    r.Put(bytes.Data(), bytes.ElementLength());
+    return Send(info.Env(), op, r.Done(), Empty);
+  }
+  Napi::Value WriteData(const Napi::CallbackInfo& info) { return Write(info, OP_WRITE_DATA); }
+  Napi::Value WriteText(const Napi::CallbackInfo& info) { return Write(info, OP_WRITE_TEXT); }
+
+  Napi::Value Syscall(const Napi::CallbackInfo& info) {
+    wire_syscall s{};
+    s.tid = ArgInt(info, 0, "tid", 1, INT32_MAX);
+    s.nr = static_cast<uint64_t>(ArgInt(info, 1, "nr", 0, 1023));
+    Napi::BigUint64Array args = ArgU64Array(info, 2, "args");
+    if (args.ElementLength() != 6) throw Napi::RangeError::New(info.Env(), "args must have 6 elements");
+    memcpy(s.args, args.Data(), sizeof s.args);
+    s.seccomp_fingerprint = ArgU64(info, 3, "seccompFingerprint");
+    s.scratch_arg = -1;
+    Napi::Uint8Array scratch;
+    if (info.Length() > 4 && !info[4].IsNull() && !info[4].IsUndefined()) {
+      scratch = ArgBytes(info, 4, "scratch");
+      if (scratch.ElementLength() > 4096) throw Napi::RangeError::New(info.Env(), "scratch must be at most 4096 bytes");
+      s.scratch_arg = ArgInt(info, 5, "scratchArg", 0, 5);
+      s.scratch_len = scratch.ElementLength();
+    }
+    Req r(OP_SYSCALL);
+    r.Put(s);
+    if (s.scratch_len) r.Put(scratch.Data(), s.scratch_len);
+    return Send(info.Env(), OP_SYSCALL, r.Done(), [](Napi::Env env, const std::vector<uint8_t>& b) -> Napi::Value {
+      Need(env, b, sizeof(wire_syscall_result));
+      wire_syscall_result x = Get<wire_syscall_result>(b, 0);
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("ret", Napi::BigInt::New(env, x.ret));
+      o.Set("tid", x.tid);
+      return o;
+    });
+  }
+
+  Napi::Value SyscallSite(const Napi::CallbackInfo& info) {
+    return Simple(info, OP_SYSCALL_SITE, [](Napi::Env env, const std::vector<uint8_t>& b) -> Napi::Value {
+      Need(env, b, 8);
+      return Napi::BigInt::New(env, Get<uint64_t>(b, 0));
+    });
+  }
+
+  Napi::Value SeccompFilters(const Napi::CallbackInfo& info) {
+    wire_tid t{ArgInt(info, 0, "tid", 1, INT32_MAX), 0};
+    Req r(OP_SECCOMP);
+    r.Put(t);
+    return Send(info.Env(), OP_SECCOMP, r.Done(), [](Napi::Env env, const std::vector<uint8_t>& b) -> Napi::Value {
+      Need(env, b, sizeof(wire_seccomp));
+      wire_seccomp h = Get<wire_seccomp>(b, 0);
+      size_t len = b.size() - sizeof h;
+      Napi::Uint8Array f = Napi::Uint8Array::New(env, len);
+      if (len) memcpy(f.Data(), b.data() + sizeof h, len);
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("mode", h.mode);
+      o.Set("count", h.nfilters);
+      o.Set("fingerprint", Napi::BigInt::New(env, h.fingerprint));
+      o.Set("filters", f);
+      return o;
+    });
+  }
+
+  Napi::Value WaitReturn(const Napi::CallbackInfo& info) {
+    wire_wait w{};
+    w.tid = ArgInt(info, 0, "tid", 1, INT32_MAX);
+    w.addr = ArgU64(info, 1, "addr");
+    w.sp = ArgU64(info, 2, "sp");
+    w.timeout_ms = static_cast<uint32_t>(ArgInt(info, 3, "timeoutMs", 0, 86400000));
+    Req r(OP_WAIT_RETURN);
+    r.Put(w);
+    return Send(info.Env(), OP_WAIT_RETURN, r.Done(), [](Napi::Env env, const std::vector<uint8_t>& b) -> Napi::Value {
+      Need(env, b, sizeof(wire_waited));
+      wire_waited x = Get<wire_waited>(b, 0);
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("hit", Napi::Boolean::New(env, x.hit != 0));
+      o.Set("elapsedNs", Napi::Number::New(env, static_cast<double>(x.elapsed_ns)));
+      o.Set("rsp", Napi::BigInt::New(env, x.rsp));
+      return o;
+    });
+  }
+
+  Napi::Value Begin(const Napi::CallbackInfo& info) { return Simple(info, OP_BEGIN); }
+  Napi::Value Commit(const Napi::CallbackInfo& info) { return Simple(info, OP_COMMIT); }
+  Napi::Value Rollback(const Napi::CallbackInfo& info) {
+    return Simple(info, OP_ROLLBACK, [](Napi::Env env, const std::vector<uint8_t>& b) -> Napi::Value {
+      Need(env, b, 4);
+      return Napi::Number::New(env, Get<uint32_t>(b, 0));
+    });
+  }
+
+  // Closes the socket (the tracer rolls back, detaches and exits) and waits for
+  // the tracer's exit on a pool thread.
+  class Reaper : public Napi::AsyncWorker {
+   public:
+    Reaper(Napi::Env env, std::shared_ptr<Conn> c)
+        : Napi::AsyncWorker(env, "patchc.shim.close"), d_(Napi::Promise::Deferred::New(env)), c_(std::move(c)) {}
+    Napi::Promise Promise() { return d_.Promise(); }
+    void Execute() override {
+      std::lock_guard<std::mutex> lock(c_->mu);  // after any request in flight
+      if (!c_->closed) {
+        c_->closed = true;
+        close(c_->fd);
+        c_->fd = -1;
+      }
+      if (c_->exit_status < 0) {
+        int st;
+        pid_t p;
+        while ((p = waitpid(c_->pid, &st, 0)) < 0 && errno == EINTR) {
+        }
+        c_->exit_status = p == c_->pid ? st : 0;
+      }
+    }
+    void OnOK() override {
+      Napi::Env env = Env();
+      Napi::Object o = Napi::Object::New(env);
+      int st = c_->exit_status;
+      o.Set("code", WIFEXITED(st) ? Napi::Value(Napi::Number::New(env, WEXITSTATUS(st))) : env.Null());
+      o.Set("signal", WIFSIGNALED(st) ? Napi::Value(Napi::Number::New(env, WTERMSIG(st))) : env.Null());
+      d_.Resolve(o);
+    }
+
+   private:
+    Napi::Promise::Deferred d_;
+    std::shared_ptr<Conn> c_;
+  };
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    auto* w = new Reaper(info.Env(), conn_);
+    Napi::Promise p = w->Promise();
+    w->Queue();
+    return p;
+  }
+
+  std::shared_ptr<Conn> conn_;
+};
+
+// ---- module functions ----
+
+Napi::Value ListTasks(const Napi::CallbackInfo& info) {
+  int32_t pid = ArgInt(info, 0, "pid", 1, INT32_MAX);
+  std::string path = "/proc/" + std::to_string(pid) + "/task";
+  DIR* d = opendir(path.c_str());
+  if (!d) {
+    Failure f;
+    f.op = "listTasks";
+    f.syscall = "opendir(/proc/PID/task)";
+    f.err = errno;
+    f.tid = pid;
+    f.code = ErrnoName(errno);
+    f.message = "listTasks: opendir(/proc/PID/task) failed for tid " + std::to_string(pid) + ": " + f.code + " (" +
+                strerror(f.err) + ")";
+    throw MakeError(info.Env(), f);
+  }
+  std::vector<int32_t> v;
+  while (dirent* e = readdir(d))
+    if (e->d_name[0] >= '0' && e->d_name[0] <= '9') v.push_back(atoi(e->d_name));
+  closedir(d);
+  Napi::Int32Array a = Napi::Int32Array::New(info.Env(), v.size());
+  if (!v.empty()) memcpy(a.Data(), v.data(), v.size() * 4);
+  return a;
+}
+
+Failure SysFailure(const char* op, const std::string& sys, int e, const std::string& detail) {
+  Failure f;
+  f.op = op;
+  f.syscall = sys;
+  f.err = e;
+  f.code = ErrnoName(e);
+  f.message = std::string(op) + ": " + sys + " failed: " + f.code + " (" + strerror(e) + ")" +
+              (detail.empty() ? "" : ": " + detail);
+  return f;
+}
+
+Napi::Value DeviceOpen(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(info.Env(), "path must be a string");
+  std::string path = info[0].As<Napi::String>();
+  int flags = info.Length() > 1 ? ArgInt(info, 1, "flags", 0, INT32_MAX) : O_RDWR;
+  int fd = open(path.c_str(), flags | O_CLOEXEC);
+  if (fd < 0) throw MakeError(info.Env(), SysFailure("deviceOpen", "open", errno, path));
+  return Napi::Number::New(info.Env(), fd);
+}
+
+Napi::Value DeviceClose(const Napi::CallbackInfo& info) {
+  int fd = ArgInt(info, 0, "fd", 0, INT32_MAX);
+  if (close(fd) < 0) throw MakeError(info.Env(), SysFailure("deviceClose", "close", errno, "fd " + std::to_string(fd)));
+  return info.Env().Undefined();
+}
+
+// ioctl(fd, request, buf): buf is copied in, the ioctl runs on a pool thread
+// (it may block), and the buffer as the kernel left it is copied back.
+class Ioctl : public Napi::AsyncWorker {
+ public:
+  Ioctl(Napi::Env env, int fd, unsigned long req, Napi::Uint8Array buf, bool has_buf)
+      : Napi::AsyncWorker(env, "patchc.shim.ioctl"), d_(Napi::Promise::Deferred::New(env)), fd_(fd), req_(req), has_(has_buf) {
+    if (has_) {
+      ref_ = Napi::Persistent(buf);
+      data_.assign(buf.Data(), buf.Data() + buf.ElementLength());
+    }
+  }
+  Napi::Promise Promise() { return d_.Promise(); }
+  void Execute() override {
+    do {
+      ret_ = ioctl(fd_, req_, has_ ? data_.data() : nullptr);
+    } while (ret_ < 0 && errno == EINTR);
+    err_ = ret_ < 0 ? errno : 0;
+  }
+  void OnOK() override {
+    Napi::Env env = Env();
+    Napi::HandleScope scope(env);
+    if (has_) {
+      Napi::Uint8Array b = ref_.Value();
+      if (b.ElementLength() == data_.size()) memcpy(b.Data(), data_.data(), data_.size());
+    }
+    if (err_) {
+      char req[32];
+      snprintf(req, sizeof req, "0x%lx", req_);
+      d_.Reject(MakeError(env, SysFailure("deviceIoctl", "ioctl", err_, "fd " + std::to_string(fd_) + ", request " + req)).Value());
+      return;
+    }
+    d_.Resolve(Napi::Number::New(env, ret_));
+  }
+
+ private:
+  Napi::Promise::Deferred d_;
+  int fd_;
+  unsigned long req_;
+  bool has_;
+  Napi::Reference<Napi::Uint8Array> ref_;
+  std::vector<uint8_t> data_;
+  int ret_ = 0, err_ = 0;
+};
+
+Napi::Value DeviceIoctl(const Napi::CallbackInfo& info) {
+  int fd = ArgInt(info, 0, "fd", 0, INT32_MAX);
+  uint64_t req = ArgU64(info, 1, "request");
+  if (req > 0xffffffffull) throw Napi::RangeError::New(info.Env(), "request must fit in 32 bits");
+  bool has = info.Length() > 2 && !info[2].IsNull() && !info[2].IsUndefined();
+  Napi::Uint8Array buf;
+  if (has) buf = ArgBytes(info, 2, "buf");
+  auto* w = new Ioctl(info.Env(), fd, static_cast<unsigned long>(req), buf, has);
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
+}
+
+Napi::Value SpawnTracer(const Napi::CallbackInfo& info) {
+  Napi::FunctionReference* ctor = info.Env().GetInstanceData<Napi::FunctionReference>();
+  return ctor->New({info.Length() > 0 ? info[0] : info.Env().Undefined()});
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  Napi::Function tracer = Tracer::Init(env);
+  auto* ctor = new Napi::FunctionReference(Napi::Persistent(tracer));
+  env.SetInstanceData(ctor);
+  exports.Set("Tracer", tracer);
+  exports.Set("spawnTracer", Napi::Function::New(env, SpawnTracer, "spawnTracer"));
+  exports.Set("listTasks", Napi::Function::New(env, ListTasks, "listTasks"));
+  exports.Set("deviceOpen", Napi::Function::New(env, DeviceOpen, "deviceOpen"));
+  exports.Set("deviceIoctl", Napi::Function::New(env, DeviceIoctl, "deviceIoctl"));
+  exports.Set("deviceClose", Napi::Function::New(env, DeviceClose, "deviceClose"));
+  exports.Set("wireVersion", Napi::Number::New(env, WIRE_VERSION));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(patchc_shim, Init)

@@ -1,0 +1,143 @@
+/*
+ * Internal interface of the tracer process (shim/tracer.c, shim/ptrace.c,
+ * shim/journal.c). One tracer serves one patchc session and traces at most one
+ * target process (plus the processes that share its address space, when asked).
+ * It is single-threaded: every ptrace request comes from its one thread.
+ */
+#ifndef PATCHC_SHIM_TRACER_H
+#define PATCHC_SHIM_TRACER_H
+
+#define _GNU_SOURCE
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/user.h>
+
+#include "proto.h"
+
+#define MAX_PENDING 8  /* signals held for one thread while we keep it stopped */
+#define MAX_SHARERS 64
+
+struct pending_signal {
+  int sig;
+  uint32_t from_stop; /* stop_seq of the stop that dequeued it */
+  siginfo_t info;
+};
+
+/*
+ * A traced task. Its life as the tracer sees it:
+ *
+ *   running --interrupt/event--> stopped (status = waitpid status of the stop)
+ *   stopped --resume--> running, or listening (group-stopped: PTRACE_LISTEN)
+ *   any --exit reported by waitpid--> removed from the table
+ *
+ * `held`: we keep it stopped (a stop-the-world, a remote syscall, a wait);
+ * events of a thread not held are answered at once (signals re-injected,
+ * event stops continued), so the target runs as if we were not there.
+ */
+struct thread {
+  pid_t tid;
+  pid_t tgid;
+  bool stopped;      /* in a ptrace-stop reported to us and not resumed since */
+  bool listening;    /* resumed with PTRACE_LISTEN: still stopped by job control */
+  bool expect_stop;  /* interrupted (or newly cloned) and its stop not reported yet */
+  bool held;         /* keep stopped although the world is running */
+  bool group_stop;   /* its last PTRACE_EVENT_STOP said the process is job-control stopped */
+  bool sharer;       /* a task of a CLONE_VM sharer process */
+  bool dead;         /* exited; freed by threads_compact() */
+  int status;        /* waitpid status of the current stop */
+  int sigstop;       /* signal of the current signal-delivery-stop, 0 for other stops */
+  uint32_t stop_seq; /* counts its stops */
+  int npending;
+  struct pending_signal pending[MAX_PENDING];
+  uint64_t extra_sigs; /* signals beyond MAX_PENDING, re-sent with tgkill */
+  bool hw_armed, hw_hit; /* wait_return's breakpoint */
+  uint64_t hw_addr, hw_sp, hw_rsp;
+  bool regs_valid;
+  struct user_regs_struct regs;
+};
+
+struct session {
+  pid_t pid;                 /* target thread-group id, 0 when not attached */
+  int memfd;                 /* /proc/PID/mem, O_RDWR */
+  struct thread *t;          /* the table: t[0..n) */
+  int n, cap;
+  int *idx;                  /* tid -> index + 1 in t (0: not traced); size pid_max + 1 */
+  int pid_max;
+  int nexpect;               /* threads with expect_stop */
+  bool world_stopped;        /* every thread held (stop-the-world in progress) */
+  uint64_t pause_start;      /* CLOCK_MONOTONIC ns of the first interrupt of the stop */
+  bool execed;               /* the target called execve: its memory is not the one we knew */
+  bool gone;                 /* every thread has exited */
+  uint64_t syscall_site;     /* address of a `syscall` instruction in the target, 0 unknown */
+  int nsharers;
+  pid_t sharers[MAX_SHARERS];
+  bool job_stopped;          /* stopped by job control when attached */
+};
+
+extern struct session S;
+extern const char *g_op;     /* name of the operation being served, for messages */
+extern int g_ctl;            /* the socket to patchc */
+
+/* ---- errors (tracer.c) ----
+ * Every failure names the operation, the syscall, errno and the thread:
+ *   "stopWorld: ptrace(PTRACE_INTERRUPT) failed for tid 1234: ESRCH (No such process)"
+ * fail_sys() formats from errno, fail() from a reason code; both return -1. */
+int fail_sys(const char *syscall, pid_t tid, int err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+int fail(const char *code, pid_t tid, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void clear_error(void);
+void save_error(struct wire_error *e, char *msg, size_t cap);
+void restore_error(const struct wire_error *e, const char *msg);
+
+uint64_t now_ns(void);
+
+/* ---- process control (ptrace.c) ---- */
+struct thread *thread_find(pid_t tid);
+int thread_count(void);
+struct thread *thread_at(int i);
+void threads_compact(void);
+int attach(pid_t pid, uint32_t flags);
+int detach_all(void);
+void drain_events(void);
+void on_event(pid_t tid, int status);
+int stop_world(uint32_t timeout_ms, uint64_t *interrupt_ns, uint64_t *wait_ns);
+int resume_all(void);
+int resume_thread(struct thread *t);
+int stop_thread(struct thread *t, uint32_t timeout_ms);
+void release_thread(struct thread *t);
+int get_regs(struct thread *t);
+int set_regs(struct thread *t, const struct user_regs_struct *r);
+int read_stacks(uint64_t window, uint8_t *out, uint32_t *lens);
+int read_ranges(const struct wire_range *r, uint32_t n, uint8_t *out, uint64_t *got);
+int read_text(uint64_t addr, void *buf, size_t len);
+int write_data(uint64_t addr, const void *buf, size_t len);
+int write_text(uint64_t addr, const void *buf, size_t len);
+int find_syscall_site(void);
+int remote_syscall(struct thread *t, uint64_t nr, const uint64_t args[6], int64_t *ret);
+int seccomp_state(struct thread *t, int *mode, uint8_t **filters, size_t *len, uint32_t *nfilters,
+                  uint64_t *fingerprint);
+int wait_return(struct thread *t, uint64_t addr, uint64_t sp, uint32_t timeout_ms, bool *hit,
+                uint64_t *elapsed, uint64_t *rsp, bool *eof);
+int debug_regs(struct thread *t, uint64_t dr[8]);
+struct thread *any_stopped_thread(void);
+int check_usable(void);
+
+/* ---- transactions (journal.c) ----
+ * Between OP_BEGIN and OP_COMMIT every change to the target is journaled; a
+ * rollback (OP_ROLLBACK, or EOF from patchc) undoes them newest first. Changes a
+ * rollback could not undo exactly are refused inside a transaction. */
+bool txn_active(void);
+int txn_begin(void);
+void txn_commit(void);
+int txn_rollback(uint32_t *undone);
+bool txn_holds_live_changes(uint64_t *where);
+int txn_before_write(uint64_t addr, size_t len);
+int txn_before_regs(struct thread *t);
+int txn_before_syscall(uint64_t nr, const uint64_t args[6]);
+void txn_after_syscall(uint64_t nr, const uint64_t args[6], int64_t ret);
+void txn_reset(void);
+
+#endif
