@@ -366,9 +366,19 @@ class Tracer : public Napi::ObjectWrap<Tracer> {
       close(sv[0]);
       Throw(info.Env(), "fcntl(F_DUPFD_CLOEXEC)", e);
     }
+    // Node marks its stdio close-on-exec (uv_disable_stdio_inheritance): give the
+    // tracer /dev/null as stdin and stdout and our stderr for its crash reports,
+    // so no file it opens later can land on fds 0-2.
+    int err = fcntl(2, F_DUPFD_CLOEXEC, 10);
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t at;
     posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+    if (err >= 0)
+      posix_spawn_file_actions_adddup2(&fa, err, 2);
+    else
+      posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
     posix_spawn_file_actions_adddup2(&fa, child, 3);
     posix_spawnattr_init(&at);
     sigset_t none, all;
@@ -384,6 +394,7 @@ class Tracer : public Napi::ObjectWrap<Tracer> {
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&at);
     close(child);
+    if (err >= 0) close(err);
     if (rc != 0) {
       close(sv[0]);
       Throw(info.Env(), "posix_spawn(" + path + ")", rc);

@@ -99,18 +99,22 @@ uint64_t now_ns(void) {
 }
 
 /* ------------------------------------------------------------------ */
-/* Deadlines for blocking waits: ITIMER_REAL fires SIGALRM, whose handler is
- * installed without SA_RESTART, so a blocking waitpid() returns EINTR. The timer
- * keeps firing every 2 ms after the deadline so a signal that lands just before
- * waitpid() is entered only delays the timeout. */
+/* Deadlines for blocking waits: ITIMER_REAL fires SIGALRM every 20 ms (sooner
+ * for a nearer deadline); its handler is installed without SA_RESTART, so a
+ * blocking waitpid() returns EINTR: the caller then checks its deadline and may
+ * look around (threads that vanished). A tick that lands just before waitpid()
+ * is entered only delays that by one period. */
+#define TICK_US 20000
+
 static void timer_arm(uint64_t deadline) {
   uint64_t now = now_ns();
   uint64_t d = deadline > now ? deadline - now : 1000;
+  if (d > TICK_US * 1000ull) d = TICK_US * 1000ull;
   struct itimerval it = {
-      .it_interval = {0, 2000},
-      .it_value = {(time_t)(d / 1000000000u), (suseconds_t)((d % 1000000000u) / 1000)},
+      .it_interval = {0, TICK_US},
+      .it_value = {0, (suseconds_t)(d / 1000)},
   };
-  if (it.it_value.tv_sec == 0 && it.it_value.tv_usec == 0) it.it_value.tv_usec = 1;
+  if (it.it_value.tv_usec == 0) it.it_value.tv_usec = 1;
   setitimer(ITIMER_REAL, &it, NULL);
 }
 
@@ -119,18 +123,26 @@ static void timer_disarm(void) {
   setitimer(ITIMER_REAL, &it, NULL);
 }
 
-/* Next waitpid event of `which` (-1: any) before `deadline` (timer armed by the
- * caller): the tid, 0 on timeout, -1 when nothing is traced any more. */
+#define WAIT_TIMEOUT 0
+#define WAIT_TICK (-2)
+#define WAIT_NONE (-1)
+
+/* Next waitpid event of `which` (-1: any) with the timer armed by the caller:
+ * the tid, WAIT_TICK on a timer tick before `deadline`, WAIT_TIMEOUT after it,
+ * WAIT_NONE when nothing is traced any more. */
 static pid_t wait_event(pid_t which, uint64_t deadline, int *status) {
-  for (;;) {
-    pid_t p = waitpid(which, status, __WALL);
-    if (p > 0) return p;
-    if (errno == EINTR) {
-      if (now_ns() >= deadline) return 0;
-      continue;
-    }
-    return -1;
-  }
+  pid_t p = waitpid(which, status, __WALL);
+  if (p > 0) return p;
+  if (errno == EINTR) return now_ns() >= deadline ? WAIT_TIMEOUT : WAIT_TICK;
+  return WAIT_NONE;
+}
+
+/* Does the task still exist (not reaped)? A thread can exit and be reaped
+ * before its creator's PTRACE_EVENT_CLONE is read; such a ghost never stops. */
+static bool task_exists(pid_t tgid, pid_t tid) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/task/%d", tgid, tid);
+  return access(path, F_OK) == 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -364,7 +376,8 @@ void on_event(pid_t tid, int status) {
     t->group_stop = sig != SIGTRAP;
   } else if (ev == PTRACE_EVENT_CLONE) {
     unsigned long child = 0;
-    if (ptrace(PTRACE_GETEVENTMSG, tid, 0, &child) == 0 && !thread_find((pid_t)child)) {
+    if (ptrace(PTRACE_GETEVENTMSG, tid, 0, &child) == 0 && !thread_find((pid_t)child) &&
+        task_exists(t->tgid, (pid_t)child)) {
       struct thread *c = thread_add((pid_t)child, t->tgid);
       if (c) {
         c->sharer = t->sharer;
@@ -391,10 +404,17 @@ void on_event(pid_t tid, int status) {
   if (!held) resume_thread(t);
 }
 
-void drain_events(void) {
+/* Answers the events waiting (a bounded number, so a target creating threads
+ * without pause cannot keep us from patchc's requests); true when more remain. */
+bool drain_events(void) {
   int st;
   pid_t p;
-  while ((p = waitpid(-1, &st, __WALL | WNOHANG)) > 0) on_event(p, st);
+  int budget = 256 + 2 * S.n;
+  while (budget-- > 0) {
+    if ((p = waitpid(-1, &st, __WALL | WNOHANG)) <= 0) return false;
+    on_event(p, st);
+  }
+  return true;
 }
 
 /* Does the target ignore `sig` (SIG_IGN, or SIG_DFL with a default of ignore)? */
@@ -806,9 +826,13 @@ int stop_world(uint32_t timeout_ms, uint64_t *interrupt_ns, uint64_t *wait_ns) {
       pid_t p = wait_event(-1, deadline, &st);
       if (p > 0) {
         on_event(p, st);
-      } else if (p == 0) {
-        rc = stop_timeout_error(timeout_ms);
-        break;
+      } else if (p == WAIT_TICK || p == WAIT_TIMEOUT) {
+        for (int i = 0; i < S.n; i++)
+          if (!T[i]->dead && T[i]->expect_stop && !task_exists(T[i]->tgid, T[i]->tid)) thread_dead(T[i]);
+        if (p == WAIT_TIMEOUT && S.nexpect > 0) {
+          rc = stop_timeout_error(timeout_ms);
+          break;
+        }
       } else {
         /* ECHILD: nothing left to wait for */
         for (int i = 0; i < S.n; i++)
@@ -867,7 +891,9 @@ int stop_thread(struct thread *t, uint32_t timeout_ms) {
     pid_t p = wait_event(t->tid, deadline, &st);
     if (p > 0) {
       on_event(p, st);
-    } else if (p == 0) {
+    } else if (p == WAIT_TICK) {
+      if (!task_exists(t->tgid, t->tid)) thread_dead(t);
+    } else if (p == WAIT_TIMEOUT) {
       char s, wchan[64];
       task_state(t->tgid, t->tid, &s, wchan, sizeof wchan);
       rc = fail("STOP_TIMEOUT", t->tid, "tid %d did not stop within %u ms (state %c, in %s)", t->tid,
@@ -1154,12 +1180,16 @@ int remote_syscall(struct thread *t, uint64_t nr, const uint64_t a[6], int64_t *
     }
     t->stopped = false;
     int st;
-    pid_t p = wait_event(t->tid, deadline, &st);
-    if (p == 0) {
+    pid_t p;
+    while ((p = wait_event(t->tid, deadline, &st)) == WAIT_TICK) {
+    }
+    if (p == WAIT_TIMEOUT) {
       /* the call blocks: interrupt it, it returns -EINTR or a restart code */
       ptrace(PTRACE_INTERRUPT, t->tid, 0, 0);
-      timer_arm(now_ns() + 1000000000ull);
-      p = wait_event(t->tid, now_ns() + 1000000000ull, &st);
+      uint64_t d2 = now_ns() + 1000000000ull;
+      timer_arm(d2);
+      while ((p = wait_event(t->tid, d2, &st)) == WAIT_TICK) {
+      }
       if (p > 0 && WIFSTOPPED(st)) {
         t->stopped = true;
         t->status = st;
@@ -1333,11 +1363,12 @@ int wait_return(struct thread *t, uint64_t addr, uint64_t sp, uint32_t timeout_m
   resume_all();
 
   uint64_t deadline = start + (uint64_t)timeout_ms * 1000000u;
-  bool watch_ctl = true;
+  bool watch_ctl = true, more = false;
   while (!t->dead && !t->hw_hit) {
     uint64_t now = now_ns();
     if (now >= deadline) break;
-    int ms = (int)((deadline - now + 999999) / 1000000);
+    int ms = more ? 0 : (int)((deadline - now + 999999) / 1000000);
+    if (more) more = drain_events();
     struct pollfd pf[2] = {{g_sigfd, POLLIN, 0}, {watch_ctl ? g_ctl : -1, POLLIN, 0}};
     int r = poll(pf, 2, ms);
     if (r < 0 && errno != EINTR) break;
@@ -1347,7 +1378,7 @@ int wait_return(struct thread *t, uint64_t addr, uint64_t sp, uint32_t timeout_m
       ssize_t n = read(g_sigfd, si, sizeof si);
       for (ssize_t i = 0; n > 0 && i < n / (ssize_t)sizeof si[0]; i++)
         if (si[i].ssi_signo != SIGCHLD) term = true;
-      drain_events();
+      more = drain_events();
       if (term) {
         *eof = true;
         break;

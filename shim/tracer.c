@@ -19,6 +19,7 @@
 #include "tracer.h"
 
 #include <errno.h>
+#include <execinfo.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <stdarg.h>
@@ -615,7 +616,25 @@ static void goodbye(void) {
 
 static void on_alarm(int sig) { (void)sig; }
 
+/* A bug of ours: say so (the kernel detaches every tracee when we die). */
+static void on_crash(int sig) {
+  char msg[96];
+  int n = snprintf(msg, sizeof msg, "patchc-tracer: crashed with signal %d in %s\n", sig, g_op);
+  if (write(2, msg, (size_t)n) < 0) _exit(70);
+  void *bt[32];
+  int k = backtrace(bt, 32);
+  backtrace_symbols_fd(bt, k, 2);
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+
 static int setup(void) {
+  /* fds 0-2 must be open: a file opened later must never land on 2 (stderr) */
+  for (int fd = 0; fd < 3; fd++)
+    if (fcntl(fd, F_GETFD) < 0 && open("/dev/null", O_RDWR) < 0) return -1;
+  /* nothing inherited but the socket: a pipe we kept open would delay its EOF */
+  if (syscall(SYS_close_range, 4, ~0u, 0) < 0)
+    for (int fd = 4; fd < 1024; fd++) close(fd);
   struct stat st;
   if (fstat(g_ctl, &st) < 0 || !S_ISSOCK(st.st_mode)) {
     fprintf(stderr, "patchc-tracer: fd 3 is not a socket; this program is started by patchc's addon\n");
@@ -627,6 +646,10 @@ static int setup(void) {
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = on_alarm; /* no SA_RESTART: a blocking waitpid returns EINTR */
   sigaction(SIGALRM, &sa, NULL);
+  signal(SIGSEGV, on_crash);
+  signal(SIGBUS, on_crash);
+  signal(SIGABRT, on_crash);
+  signal(SIGFPE, on_crash);
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGCHLD);
@@ -659,10 +682,15 @@ int main(void) {
   struct out o = {0};
   uint8_t *in = NULL;
   size_t incap = 0;
+  bool more = false; /* events left undrained: poll without sleeping */
   for (;;) {
     g_op = "tracer";
     struct pollfd pf[2] = {{g_ctl, POLLIN, 0}, {g_sigfd, POLLIN, 0}};
-    if (poll(pf, 2, -1) < 0) {
+    if (more) {
+      more = drain_events();
+      threads_compact();
+    }
+    if (poll(pf, 2, more ? 0 : -1) < 0) {
       if (errno == EINTR) continue;
       goodbye();
     }
@@ -672,7 +700,8 @@ int main(void) {
       bool term = false;
       for (ssize_t i = 0; n > 0 && i < n / (ssize_t)sizeof si[0]; i++)
         if (si[i].ssi_signo != SIGCHLD) term = true;
-      drain_events();
+      more = drain_events();
+      threads_compact();
       if (term) goodbye();
     }
     if (!(pf[0].revents & (POLLIN | POLLHUP | POLLERR))) continue;

@@ -101,7 +101,7 @@ struct thread *thread_at(int i);
 void threads_compact(void);
 int attach(pid_t pid, uint32_t flags);
 int detach_all(void);
-void drain_events(void);
+bool drain_events(void);
 void on_event(pid_t tid, int status);
 int stop_world(uint32_t timeout_ms, uint64_t *interrupt_ns, uint64_t *wait_ns);
 int resume_all(void);
