@@ -801,7 +801,7 @@ Failure SysFailure(const char* op, const std::string& sys, int e, const std::str
 Napi::Value DeviceOpen(const Napi::CallbackInfo& info) {
   if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(info.Env(), "path must be a string");
   std::string path = info[0].As<Napi::String>();
-  int flags = info.Length() > 1 ? ArgInt(info, 1, "flags", 0, INT32_MAX) : O_RDWR;
+  int flags = info.Length() > 1 && !info[1].IsUndefined() ? ArgInt(info, 1, "flags", 0, INT32_MAX) : O_RDWR;
   int fd = open(path.c_str(), flags | O_CLOEXEC);
   if (fd < 0) throw MakeError(info.Env(), SysFailure("deviceOpen", "open", errno, path));
   return Napi::Number::New(info.Env(), fd);

@@ -190,6 +190,7 @@ void threads_compact(void) {
   int j = 0;
   for (int i = 0; i < S.n; i++) {
     if (T[i]->dead) {
+      free(T[i]->pending);
       free(T[i]);
       continue;
     }
@@ -310,9 +311,15 @@ static pid_t tgid_of(pid_t tid) {
 /* Events */
 
 static void push_pending(struct thread *t, int sig) {
-  if (t->npending == MAX_PENDING) {
-    t->extra_sigs |= 1ull << (sig - 1);
-    return;
+  if (t->npending == t->cappending) {
+    int cap = t->cappending ? t->cappending * 2 : 4;
+    struct pending_signal *np = realloc(t->pending, (size_t)cap * sizeof *np);
+    if (!np) { /* cannot keep it: send it again rather than lose it */
+      syscall(SYS_tgkill, t->tgid, t->tid, sig);
+      return;
+    }
+    t->pending = np;
+    t->cappending = cap;
   }
   struct pending_signal *p = &t->pending[t->npending];
   memset(p, 0, sizeof *p);
@@ -323,6 +330,39 @@ static void push_pending(struct thread *t, int sig) {
   }
   p->from_stop = t->stop_seq;
   t->npending++;
+}
+
+/* Queues a held signal on its thread again: exactly (rt_tgsigqueueinfo) when the
+ * kernel lets another process queue that siginfo (si_code < 0, not SI_TKILL),
+ * else with tgkill (same signal, siginfo of a tgkill). */
+static void requeue(struct thread *t, const struct pending_signal *p) {
+  if (p->info.si_code < 0 && p->info.si_code != SI_TKILL) {
+    siginfo_t info = p->info;
+    if (syscall(SYS_rt_tgsigqueueinfo, t->tgid, t->tid, p->sig, &info) == 0) return;
+  }
+  syscall(SYS_tgkill, t->tgid, t->tid, p->sig);
+}
+
+/* Hands the held signals back to the kernel before the thread leaves its stop;
+ * returns the one to inject with PTRACE_CONT/DETACH (0: none). The first is
+ * injected from a signal-delivery-stop with its own siginfo; the others are
+ * queued again and delivered after it, each through a signal-delivery-stop. A
+ * job-stopped thread injects nothing (no handler may run while job control holds
+ * the process): its signals stay queued until SIGCONT. */
+static int release_pending(struct thread *t) {
+  int inject = 0;
+  bool can_inject = t->sigstop != 0 && !t->group_stop;
+  for (int i = 0; i < t->npending; i++) {
+    struct pending_signal *p = &t->pending[i];
+    if (i == 0 && can_inject) {
+      if (p->from_stop != t->stop_seq || p->sig != t->sigstop) ptrace(PTRACE_SETSIGINFO, t->tid, 0, &p->info);
+      inject = p->sig;
+    } else {
+      requeue(t, p);
+    }
+  }
+  t->npending = 0;
+  return inject;
 }
 
 static void fix_epoll_eintr(struct thread *t, int sig);
@@ -453,22 +493,7 @@ static void fix_epoll_eintr(struct thread *t, int sig) {
 
 int resume_thread(struct thread *t) {
   if (t->dead || !t->stopped) return 0;
-  int inject = 0;
-  bool can_inject = t->sigstop != 0 && !t->group_stop;
-  for (int i = 0; i < t->npending; i++) {
-    struct pending_signal *p = &t->pending[i];
-    if (i == 0 && can_inject) {
-      if (p->from_stop != t->stop_seq || p->sig != t->sigstop)
-        ptrace(PTRACE_SETSIGINFO, t->tid, 0, &p->info);
-      inject = p->sig;
-    } else {
-      syscall(SYS_tgkill, t->tgid, t->tid, p->sig);
-    }
-  }
-  for (int s = 1; s <= 64 && t->extra_sigs; s++)
-    if (t->extra_sigs & (1ull << (s - 1))) syscall(SYS_tgkill, t->tgid, t->tid, s);
-  t->extra_sigs = 0;
-  t->npending = 0;
+  int inject = release_pending(t);
   fix_epoll_eintr(t, inject);
 
   long r;
@@ -737,19 +762,7 @@ int detach_all(void) {
       ptrace(PTRACE_POKEUSER, t->tid, DR_OFFSET(0), 0);
       t->hw_armed = false;
     }
-    int sig = 0;
-    bool can_inject = t->sigstop != 0 && !t->group_stop;
-    for (int k = 0; k < t->npending; k++) {
-      if (k == 0 && can_inject) {
-        if (t->pending[0].from_stop != t->stop_seq || t->pending[0].sig != t->sigstop)
-          ptrace(PTRACE_SETSIGINFO, t->tid, 0, &t->pending[0].info);
-        sig = t->pending[0].sig;
-      } else {
-        syscall(SYS_tgkill, t->tgid, t->tid, t->pending[k].sig);
-      }
-    }
-    for (int s = 1; s <= 64 && t->extra_sigs; s++)
-      if (t->extra_sigs & (1ull << (s - 1))) syscall(SYS_tgkill, t->tgid, t->tid, s);
+    int sig = release_pending(t);
     fix_epoll_eintr(t, sig);
     ptrace(PTRACE_DETACH, t->tid, 0, sig);
     t->dead = true;

@@ -227,7 +227,7 @@ static uint32_t thread_flags(struct thread *t) {
   uint32_t f = 0;
   if (t->stopped) f |= TS_STOPPED;
   if (t->group_stop) f |= TS_GROUP_STOP;
-  if (t->npending || t->extra_sigs) f |= TS_PENDING_SIG;
+  if (t->npending) f |= TS_PENDING_SIG;
   if (t->sharer) f |= TS_SHARER;
   if (t->regs_valid && (long long)t->regs.orig_rax >= 0) f |= TS_IN_SYSCALL;
   return f;

@@ -17,7 +17,6 @@
 
 #include "proto.h"
 
-#define MAX_PENDING 8  /* signals held for one thread while we keep it stopped */
 #define MAX_SHARERS 64
 
 struct pending_signal {
@@ -50,9 +49,8 @@ struct thread {
   int status;        /* waitpid status of the current stop */
   int sigstop;       /* signal of the current signal-delivery-stop, 0 for other stops */
   uint32_t stop_seq; /* counts its stops */
-  int npending;
-  struct pending_signal pending[MAX_PENDING];
-  uint64_t extra_sigs; /* signals beyond MAX_PENDING, re-sent with tgkill */
+  int npending, cappending;
+  struct pending_signal *pending; /* signals dequeued while we hold it, oldest first */
   bool hw_armed, hw_hit; /* wait_return's breakpoint */
   uint64_t hw_addr, hw_sp, hw_rsp;
   bool regs_valid;

@@ -1,7 +1,7 @@
 // Helpers of the shim tests: compile the C fixtures with gcc -O2 into a temp dir,
 // run test/fixtures/shim/target.c and talk to it (it reports its own invariants).
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -18,7 +18,9 @@ export function compile(name: string, flags: string[] = []): string {
   const have = built.get(key);
   if (have) return have;
   const src = name.startsWith("/") ? name : join(FIXTURES, `${name}.c`);
-  const out = join(scratch, `${name.replace(/[^a-z0-9]/gi, "_")}${built.size}`);
+  const dir = join(scratch, String(built.size));
+  mkdirSync(dir);
+  const out = join(dir, name.replace(/^.*\//, "").replace(/\.c$/, ""));
   execFileSync("gcc", ["-O2", "-pthread", "-Wall", ...flags, src, "-o", out], { stdio: ["ignore", "pipe", "pipe"] });
   built.set(key, out);
   return out;
