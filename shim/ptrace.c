@@ -991,8 +991,11 @@ int write_text(uint64_t addr, const void *buf, size_t len) {
     ssize_t n = pwrite(S.memfd, (const char *)buf + done, len - done, (off_t)(addr + done));
     if (n <= 0) {
       int e = n < 0 ? errno : EIO;
-      return fail_sys("pwrite(/proc/PID/mem)", S.pid, e, "writing %zu bytes at 0x%llx", len - done,
-                      (unsigned long long)(addr + done));
+      return fail_sys("pwrite(/proc/PID/mem)", S.pid, e, "writing %zu bytes at 0x%llx%s", len - done,
+                      (unsigned long long)(addr + done),
+                      e == EIO ? " (unmapped, or a read-only shared mapping: /proc/PID/mem writes through "
+                                 "protections only into private mappings)"
+                               : "");
     }
     done += (size_t)n;
   }
