@@ -3,6 +3,8 @@
 // source-tree form once it has built them, end here.
 import type { Core } from "../core/instance.js";
 import type { PatchPackage } from "../format/model.js";
+import type { BuildDiff } from "./build-diff.js";
+import { BuildError } from "./errors.js";
 import type { ObjectPair } from "./objects.js";
 
 /** `--replace OLD=NEW`: the target's function OLD becomes NEW of the given object. */
@@ -19,8 +21,9 @@ export interface PackageRequest {
   patchId: string;
   description?: string;
   producer?: string;
-  /** Diff mode: the objects of both builds. */
+  /** Diff mode: the objects of both builds, and their diff (diffBuilds). */
   pairs?: ObjectPair[];
+  diff?: BuildDiff;
   /** Replacement mode: one object and the functions it replaces. */
   replace?: { object: string; functions: Replacement[] };
 }
@@ -32,12 +35,15 @@ export interface PackageResult {
 }
 
 /**
- * Diffs the objects, proves the original objects are the target's code, and assembles the
- * package. Not there yet: the object diff is being written (assembly/diff); this throws
- * until it lands and this step is wired to it.
+ * From the diff to the package: binds every reference of the new code to the target,
+ * proves the original objects are the target's code, and assembles the model. Not
+ * written yet (the diff itself runs before: diffBuilds); until it is, this refuses with
+ * the step named.
  */
 export function makePackage(core: Core, request: PackageRequest): PackageResult {
   void core;
-  void request;
-  throw new Error("not yet implemented: object diff");
+  throw new BuildError(
+    "package",
+    `not yet implemented: object diff -> package (binding ${request.replace ? "the replacement functions" : "the changed functions"} to the target ${request.target} and the proof of identity are not written yet)`,
+  );
 }

@@ -24,6 +24,8 @@ import { readSigningKey, signatureStatus } from "../format/verify.js";
 import { formatReport, reportPackage } from "../format/describe.js";
 import { pairObjects, type ObjectPair } from "../build/objects.js";
 import { makePackage, type Replacement } from "../build/make-package.js";
+import { diffBuilds, formatDiff, type BuildDiff } from "../build/build-diff.js";
+import { BuildError } from "../build/errors.js";
 import { buildSourceTree, type SourceBuildResult } from "../build/source-tree.js";
 
 declare const __PATCHC_VERSION__: string | undefined;
@@ -187,6 +189,7 @@ export const buildCommand: Command = {
     let pairs: ObjectPair[] | undefined;
     let target = plan.target;
     let built: SourceBuildResult | undefined;
+    let diff: BuildDiff | undefined;
     let temp: string | undefined;
     try {
       if (plan.mode === "source") {
@@ -214,12 +217,23 @@ export const buildCommand: Command = {
         pairs = paired.pairs;
         if (paired.removed.length) say(`only in --orig, ignored: ${paired.removed.join(", ")}`);
       }
+      if (pairs) {
+        diff = diffBuilds(core, pairs);
+        say(formatDiff(diff));
+        if (diff.replace.length + diff.add.length === 0) {
+          throw new BuildError(
+            "diff",
+            `the two builds differ in no function: nothing to patch${diff.lineOnly.length ? ` (${diff.lineOnly.length} changed only in __LINE__ numbers: ${diff.lineOnly.map((c) => c.name).join(", ")})` : ""}`,
+          );
+        }
+      }
       const result = makePackage(core, {
         ...common,
         target: target!,
         // A binary in the temporary output is gone after the run: name it in the tree instead.
         targetHint: plan.mode === "source" && plan.target === undefined && temp !== undefined ? path.join(path.resolve(plan.source), plan.binary!) : undefined,
         pairs,
+        diff,
         replace: plan.mode === "replace" ? { object: plan.object, functions: plan.replacements } : undefined,
       });
       const bytes = writePackageFile(plan.output, result.package, { signKey });
