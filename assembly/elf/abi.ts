@@ -4,7 +4,7 @@
 import { Err, fail, failNeg, clearError } from "../error";
 import { ElfFile, Section, Segment, RelaTable, Version, DYNSYM, RELR, foundLen } from "./file";
 import { elfFiles } from "./registry";
-import { RELA_SIZE, DYN_SIZE, R_X86_64_RELATIVE } from "./defs";
+import { RELA_SIZE, DYN_SIZE, R_X86_64_RELATIVE, VER_NDX_GLOBAL, SHN_XINDEX } from "./defs";
 
 function open(ptr: usize, len: usize, isImage: bool, base: u64): i32 {
   clearError();
@@ -164,26 +164,38 @@ export function elf_symbols(h: i32, table: u32, first: u32, count: u32, out: usi
   if (table > 1 || f.symtabs[table] === null) return failNeg(Err.ELF_NO_SUCH_TABLE, "elf_symbols: the file has no " + (table == 0 ? ".symtab" : table == 1 ? ".dynsym" : "table " + table.toString()));
   const t = f.symtabs[table]!;
   if (first > t.count || count > t.count - first) return failNeg(Err.BAD_ARGUMENT, "elf_symbols: range exceeds " + t.count.toString() + " symbols");
-  const b = f.bytes;
+  // Raw memory only in the loop (validated at open): no managed object, no call.
+  const base = f.bytes.base;
+  const syms = base + <usize>t.offset;
+  const strs = base + <usize>t.strOffset;
+  const lens = changetype<usize>(t.nameLens);
+  const versym: usize = t.versym < 0 ? 0 : base + <usize>t.versym;
+  const xindex: usize = t.shndx < 0 ? 0 : base + <usize>t.shndx;
+  const words = changetype<usize>(f.versionWords);
+  const nwords = <u32>f.versionWords.length;
   for (let i: u32 = 0; i < count; i++) {
-    const idx = first + i;
-    const so = f.symOffset(t, idx);
+    const idx = <usize>(first + i);
+    const s = syms + idx * 24;
     const o = out + <usize>i * 48;
-    const name = f.symName(t, idx);
-    store<u32>(o, <u32>b.ptr(name));
-    store<u32>(o + 4, foundLen);
-    store<u64>(o + 8, b.u64(so + 8));
-    store<u64>(o + 16, b.u64(so + 16));
-    store<u8>(o + 24, b.u8(so + 4));
-    store<u8>(o + 25, b.u8(so + 5));
-    const vs = f.symVersym(t, idx);
-    store<u16>(o + 26, vs);
-    store<u32>(o + 28, f.symShndx(t, idx));
-    const v = (vs & 0x7fff) > 1 ? f.versionOf(vs & 0x7fff) : null;
-    store<u32>(o + 32, v === null ? 0 : <u32>b.ptr(v.name));
-    store<u32>(o + 36, v === null ? 0 : v.nameLen);
-    store<u32>(o + 40, v === null || v.isDef ? 0 : <u32>b.ptr(v.file));
-    store<u32>(o + 44, v === null || v.isDef ? 0 : v.fileLen);
+    store<u32>(o, <u32>(strs + <usize>load<u32>(s)));
+    store<u32>(o, load<u32>(lens + (idx << 2)), 4);
+    store<u64>(o, load<u64>(s, 8), 8);
+    store<u64>(o, load<u64>(s, 16), 16);
+    store<u8>(o, load<u8>(s, 4), 24);
+    store<u8>(o, load<u8>(s, 5), 25);
+    const vs: u16 = versym != 0 ? load<u16>(versym + (idx << 1)) : VER_NDX_GLOBAL;
+    store<u16>(o, vs, 26);
+    const raw = load<u16>(s, 6);
+    store<u32>(o, raw == SHN_XINDEX ? load<u32>(xindex + (idx << 2)) : <u32>raw, 28);
+    const k = <u32>(vs & 0x7fff);
+    if (k > 1 && (k << 2) < nwords) {
+      const w = words + (<usize>k << 4);
+      store<u64>(o, load<u64>(w), 32);
+      store<u64>(o, load<u64>(w, 8), 40);
+    } else {
+      store<u64>(o, 0, 32);
+      store<u64>(o, 0, 40);
+    }
   }
   return <i32>count;
 }

@@ -63,6 +63,8 @@ export class SymTable {
   versym: i64 = -1; // offset of the .gnu.version array (one u16 per symbol), or -1
   shndx: i64 = -1; // offset of SHT_SYMTAB_SHNDX (one u32 per symbol), or -1
   section: i32 = -1; // the section it came from, -1 when found through the dynamic segment
+  /** Length of each symbol's name, measured once when checkSymbols validates it. */
+  nameLens: StaticArray<u32> = new StaticArray<u32>(0);
 }
 
 export const RELA_SECTION: u32 = 0; // a SHT_RELA section
@@ -107,6 +109,66 @@ export class Version {
 
 /** Length of the string found by strAt(); valid right after a successful call. */
 export let foundLen: u32 = 0;
+
+/** Names a version record in messages: verdef entry i (j = -1), verneed entry i (j = -2) or its aux j. */
+function versionWhat(i: u32, j: i32): string {
+  if (j == -1) return ".gnu.version_d entry " + i.toString();
+  const what = ".gnu.version_r entry " + i.toString();
+  return j < 0 ? what : what + " aux " + j.toString();
+}
+
+/** The scanning budget scanNames() leaves. */
+let scanLeft: u64 = 0;
+
+// The hot loops of checkSymbols, over raw memory: no managed object and no call inside
+// them (AssemblyScript's incremental runtime spills managed locals to its shadow stack
+// around calls, which costs more than the work here).
+
+/**
+ * Measures the names of symbols [from, count) (Elf64_Sym at `syms`) in the string table at
+ * (strs, strSize), into lens[]; stops at a name that is not a string of the table or when
+ * the scanning `budget` is spent. Returns where it stopped (count: all measured), the
+ * budget left in scanLeft.
+ */
+function scanNames(syms: usize, from: u32, count: u32, strs: usize, strSize: u64, lens: usize, budget: u64): u32 {
+  const end = strs + <usize>strSize;
+  let i = from;
+  for (; i < count; i++) {
+    if (budget == 0) break;
+    const name = load<u32>(syms + <usize>i * 24);
+    if (<u64>name >= strSize) break;
+    const start = strs + <usize>name;
+    let p = start;
+    while (p < end && load<u8>(p) != 0) p++;
+    if (p == end) break;
+    const cost = <u64>(p - start) + 1;
+    budget = cost >= budget ? 0 : budget - cost;
+    store<u32>(lens + (<usize>i << 2), <u32>(p - start));
+  }
+  scanLeft = budget;
+  return i;
+}
+
+/**
+ * The first of `count` symbols whose section index (SHN_XINDEX through `xindex`, 0: no
+ * SHT_SYMTAB_SHNDX) is not one of `nsec` sections, or whose .gnu.version entry (`versym`,
+ * 0: none) names no version (versionSlot: `slots`, `nslots` u16 entries); count when none.
+ */
+function checkIndices(syms: usize, count: u32, nsec: u32, xindex: usize, versym: usize, slots: usize, nslots: u32): u32 {
+  for (let i: u32 = 0; i < count; i++) {
+    const shndx = load<u16>(syms + <usize>i * 24, 6);
+    if (shndx == D.SHN_XINDEX) {
+      if (xindex == 0 || load<u32>(xindex + (<usize>i << 2)) >= nsec) return i;
+    } else if (shndx < D.SHN_LORESERVE && nsec != 0 && <u32>shndx >= nsec) {
+      return i;
+    }
+    if (versym != 0) {
+      const v = <u32>(load<u16>(versym + (<usize>i << 1)) & ~D.VERSYM_HIDDEN);
+      if (v > <u32>D.VER_NDX_GLOBAL && (v >= nslots || load<u16>(slots + (<usize>v << 1)) == 0)) return i;
+    }
+  }
+  return count;
+}
 
 /**
  * The NUL bytes of one string table, ascending: where the string at an index ends is
@@ -163,6 +225,11 @@ export class ElfFile {
   versions: Array<Version> = [];
   /** versionSlot[index] = position in versions + 1, or 0 (dense over version indices). */
   versionSlot: StaticArray<u16> = new StaticArray<u16>(0);
+  /**
+   * Per version index k, at 4k: the version's name ptr, name length, and for a requirement
+   * its file's ptr and length (zeros: no such version), as elf_symbols writes them.
+   */
+  versionWords: StaticArray<u32> = new StaticArray<u32>(0);
 
   dynamicOffset: i64 = -1; // input offset of the dynamic array, or -1
   dynamicCount: u32 = 0;
@@ -546,42 +613,75 @@ export class ElfFile {
 
   /** Names and section indices of every symbol are valid (so accessors need no checks). */
   private checkSymbols(): i32 {
-    const b = this.bytes;
     const nsec = <u32>this.sections.length;
+    const base = this.bytes.base;
     for (let k: u32 = 0; k < 2; k++) {
       const t = this.symtabs[k];
       if (t === null) continue;
       const what = k == SYMTAB ? ".symtab" : ".dynsym";
-      for (let i: u32 = 0; i < t.count; i++) {
-        const o = t.offset + <u64>i * D.SYM_SIZE;
-        const name = b.u32(o);
+      const lens = new StaticArray<u32>(<i32>t.count);
+      t.nameLens = lens;
+      const syms = base + <usize>t.offset;
+      // Names: measured by scanning within the budget (see str()), past it through str().
+      let i: u32 = 0;
+      while (true) {
+        i = scanNames(syms, i, t.count, base + <usize>t.strOffset, t.strSize, changetype<usize>(lens), this.scanBudget);
+        this.scanBudget = scanLeft;
+        if (i >= t.count) break;
+        const name = load<u32>(syms + <usize>i * D.SYM_SIZE);
         if (this.str(t.strOffset, t.strSize, name) < 0) {
           return fail(Err.ELF_BAD_STRING, what + " symbol " + i.toString() + ": st_name " + name.toString() + " is not a string in its string table (size " + t.strSize.toString() + ")");
         }
+        unchecked((lens[i] = foundLen));
+        i++;
+      }
+      // Section and version indices: the first bad symbol, if any, then its reason.
+      const xindex: usize = t.shndx < 0 ? 0 : base + <usize>t.shndx;
+      const versym: usize = t.versym < 0 ? 0 : base + <usize>t.versym;
+      const bad = checkIndices(syms, t.count, nsec, xindex, versym, changetype<usize>(this.versionSlot), <u32>this.versionSlot.length);
+      if (bad < t.count) {
+        const b = this.bytes;
+        const o = t.offset + <u64>bad * D.SYM_SIZE;
         const shndx = b.u16(o + 6);
         if (shndx == D.SHN_XINDEX) {
-          if (t.shndx < 0) return fail(Err.ELF_BAD_SYMBOL, what + " symbol " + i.toString() + ": SHN_XINDEX without a SHT_SYMTAB_SHNDX section");
-          if (b.u32(<u64>t.shndx + <u64>i * 4) >= nsec) {
-            return fail(Err.ELF_BAD_SYMBOL, what + " symbol " + i.toString() + ": extended section index is not a section");
+          if (t.shndx < 0) return fail(Err.ELF_BAD_SYMBOL, what + " symbol " + bad.toString() + ": SHN_XINDEX without a SHT_SYMTAB_SHNDX section");
+          if (b.u32(<u64>t.shndx + <u64>bad * 4) >= nsec) {
+            return fail(Err.ELF_BAD_SYMBOL, what + " symbol " + bad.toString() + ": extended section index is not a section");
           }
         } else if (shndx < D.SHN_LORESERVE && nsec != 0 && <u32>shndx >= nsec) {
-          return fail(Err.ELF_BAD_SYMBOL, what + " symbol " + i.toString() + ": st_shndx " + shndx.toString() + " is not a section (there are " + nsec.toString() + ")");
+          return fail(Err.ELF_BAD_SYMBOL, what + " symbol " + bad.toString() + ": st_shndx " + shndx.toString() + " is not a section (there are " + nsec.toString() + ")");
         }
-        if (t.versym >= 0) {
-          const v = b.u16(<u64>t.versym + <u64>i * 2) & ~D.VERSYM_HIDDEN;
-          if (v > D.VER_NDX_GLOBAL && this.versionOf(v) === null) {
-            return fail(Err.ELF_BAD_VERSION, what + " symbol " + i.toString() + ": version index " + v.toString() + " is not defined in .gnu.version_d or _r");
-          }
-        }
+        const v = b.u16(<u64>t.versym + <u64>bad * 2) & ~D.VERSYM_HIDDEN;
+        return fail(Err.ELF_BAD_VERSION, what + " symbol " + bad.toString() + ": version index " + v.toString() + " is not defined in .gnu.version_d or _r");
       }
     }
+    this.buildVersionWords();
     return 0;
   }
 
+  /** Per version index, the four words elf_symbols writes (see versionWords). */
+  private buildVersionWords(): void {
+    const n = this.versionSlot.length;
+    const w = new StaticArray<u32>(n * 4);
+    for (let k = 0; k < n; k++) {
+      const v = this.versionOf(<u16>k);
+      if (v === null) continue;
+      w[4 * k] = <u32>this.bytes.ptr(v.name);
+      w[4 * k + 1] = v.nameLen;
+      if (!v.isDef) {
+        w[4 * k + 2] = <u32>this.bytes.ptr(v.file);
+        w[4 * k + 3] = v.fileLen;
+      }
+    }
+    this.versionWords = w;
+  }
+
+
   // ---- symbol versions ----------------------------------------------------------
 
-  private addVersion(v: Version, what: string): i32 {
-    if (<u32>v.index >= D.MAX_VERSIONS) return fail(Err.ELF_BAD_VERSION, what + ": version index " + v.index.toString() + " is absurd");
+  /** `j` < 0: verdef entry i; else verneed entry i, aux j (their names, in messages only: built on failure). */
+  private addVersion(v: Version, i: u32, j: i32): i32 {
+    if (<u32>v.index >= D.MAX_VERSIONS) return fail(Err.ELF_BAD_VERSION, versionWhat(i, j) + ": version index " + v.index.toString() + " is absurd");
     if (<i32>v.index >= this.versionSlot.length) {
       // Grown geometrically: indices rising one by one must not copy n^2/2 entries.
       const grown = new StaticArray<u16>(max(<i32>v.index + 1, this.versionSlot.length * 2));
@@ -590,7 +690,7 @@ export class ElfFile {
     }
     if (this.versionSlot[v.index] != 0) {
       // A verdef and a verneed entry may not share an index; a repeat is malformed.
-      return fail(Err.ELF_BAD_VERSION, what + ": version index " + v.index.toString() + " is defined twice");
+      return fail(Err.ELF_BAD_VERSION, versionWhat(i, j) + ": version index " + v.index.toString() + " is defined twice");
     }
     this.versions.push(v);
     this.versionSlot[v.index] = <u16>this.versions.length;
@@ -599,8 +699,8 @@ export class ElfFile {
 
   versionOf(index: u16): Version | null {
     if (<i32>index >= this.versionSlot.length) return null;
-    const slot = this.versionSlot[index];
-    return slot == 0 ? null : this.versions[<i32>slot - 1];
+    const slot = unchecked(this.versionSlot[index]);
+    return slot == 0 ? null : unchecked(this.versions[<i32>slot - 1]); // slots are set to pushed positions only
   }
 
   // Elf64_Verdef chain: `count` entries (sh_info / DT_VERDEFNUM), each vd_next bytes after the last.
@@ -609,23 +709,22 @@ export class ElfFile {
     if (count > D.MAX_VERSIONS) return fail(Err.ELF_BAD_VERSION, ".gnu.version_d: count " + count.toString() + " is absurd");
     let p = off;
     for (let i: u32 = 0; i < count; i++) {
-      const what = ".gnu.version_d entry " + i.toString();
-      if (p < off || !b.inRange(p, D.VERDEF_SIZE) || p + D.VERDEF_SIZE > off + size) return fail(Err.ELF_BAD_VERSION, what + ": at " + hex(p) + " lies outside the section");
+      if (p < off || !b.inRange(p, D.VERDEF_SIZE) || p + D.VERDEF_SIZE > off + size) return fail(Err.ELF_BAD_VERSION, versionWhat(i, -1) + ": at " + hex(p) + " lies outside the section");
       const flags = b.u16(p + 2);
       const ndx = b.u16(p + 4);
       const aux = b.u32(p + 12);
       const next = b.u32(p + 16);
       const a = p + aux;
-      if (!b.inRange(a, D.VERDAUX_SIZE) || a + D.VERDAUX_SIZE > off + size) return fail(Err.ELF_BAD_VERSION, what + ": vd_aux " + aux.toString() + " lies outside the section");
+      if (!b.inRange(a, D.VERDAUX_SIZE) || a + D.VERDAUX_SIZE > off + size) return fail(Err.ELF_BAD_VERSION, versionWhat(i, -1) + ": vd_aux " + aux.toString() + " lies outside the section");
       const at = this.str(strOff, strSize, b.u32(a));
-      if (at < 0) return fail(Err.ELF_BAD_STRING, what + ": vda_name is not a string in the linked string table");
+      if (at < 0) return fail(Err.ELF_BAD_STRING, versionWhat(i, -1) + ": vda_name is not a string in the linked string table");
       const v = new Version();
       v.index = ndx & ~D.VERSYM_HIDDEN;
       v.name = <u32>at;
       v.nameLen = foundLen;
       v.isDef = true;
       v.isBase = (flags & D.VER_FLG_BASE) != 0;
-      const r = this.addVersion(v, what);
+      const r = this.addVersion(v, i, -1);
       if (r != 0) return r;
       if (next == 0) break;
       p += next;
@@ -641,26 +740,24 @@ export class ElfFile {
     let p = off;
     let budget: u32 = D.MAX_VERSIONS; // total Vernaux entries: bounds vn_cnt lies
     for (let i: u32 = 0; i < count; i++) {
-      const what = ".gnu.version_r entry " + i.toString();
-      if (p < off || !b.inRange(p, D.VERNEED_SIZE) || p + D.VERNEED_SIZE > end) return fail(Err.ELF_BAD_VERSION, what + ": at " + hex(p) + " lies outside the section");
+      if (p < off || !b.inRange(p, D.VERNEED_SIZE) || p + D.VERNEED_SIZE > end) return fail(Err.ELF_BAD_VERSION, versionWhat(i, -2) + ": at " + hex(p) + " lies outside the section");
       const cnt = <u32>b.u16(p + 2);
       const file = this.str(strOff, strSize, b.u32(p + 4));
-      if (file < 0) return fail(Err.ELF_BAD_STRING, what + ": vn_file is not a string in the linked string table");
+      if (file < 0) return fail(Err.ELF_BAD_STRING, versionWhat(i, -2) + ": vn_file is not a string in the linked string table");
       const fileLen = foundLen;
       let a = p + <u64>b.u32(p + 8);
       for (let j: u32 = 0; j < cnt; j++) {
-        if (budget-- == 0) return fail(Err.ELF_BAD_VERSION, what + ": too many version requirements");
-        const w = what + " aux " + j.toString();
-        if (a < off || !b.inRange(a, D.VERNAUX_SIZE) || a + D.VERNAUX_SIZE > end) return fail(Err.ELF_BAD_VERSION, w + ": at " + hex(a) + " lies outside the section");
+        if (budget-- == 0) return fail(Err.ELF_BAD_VERSION, versionWhat(i, -2) + ": too many version requirements");
+        if (a < off || !b.inRange(a, D.VERNAUX_SIZE) || a + D.VERNAUX_SIZE > end) return fail(Err.ELF_BAD_VERSION, versionWhat(i, <i32>j) + ": at " + hex(a) + " lies outside the section");
         const at = this.str(strOff, strSize, b.u32(a + 8));
-        if (at < 0) return fail(Err.ELF_BAD_STRING, w + ": vna_name is not a string in the linked string table");
+        if (at < 0) return fail(Err.ELF_BAD_STRING, versionWhat(i, <i32>j) + ": vna_name is not a string in the linked string table");
         const v = new Version();
         v.index = b.u16(a + 6) & ~D.VERSYM_HIDDEN;
         v.name = <u32>at;
         v.nameLen = foundLen;
         v.file = <u32>file;
         v.fileLen = fileLen;
-        const r = this.addVersion(v, w);
+        const r = this.addVersion(v, i, <i32>j);
         if (r != 0) return r;
         const next = b.u32(a + 12);
         if (next == 0) break;
@@ -984,26 +1081,28 @@ export class ElfFile {
 
   // ---- symbol accessors (records validated at open) ------------------------------
 
-  symOffset(t: SymTable, i: u32): u64 {
+  @inline symOffset(t: SymTable, i: u32): u64 {
     return t.offset + <u64>i * D.SYM_SIZE;
   }
 
   /** The section index of symbol i, with SHN_XINDEX resolved. */
-  symShndx(t: SymTable, i: u32): u32 {
+  @inline symShndx(t: SymTable, i: u32): u32 {
     const s = this.bytes.u16(this.symOffset(t, i) + 6);
     if (s == D.SHN_XINDEX) return this.bytes.u32(<u64>t.shndx + <u64>i * 4);
     return <u32>s;
   }
 
   /** The .gnu.version entry of symbol i (hidden bit included), or 1 (global) when there is none. */
-  symVersym(t: SymTable, i: u32): u16 {
+  @inline symVersym(t: SymTable, i: u32): u16 {
     if (t.versym < 0) return D.VER_NDX_GLOBAL;
     return this.bytes.u16(<u64>t.versym + <u64>i * 2);
   }
 
   /** Input offset of the name of symbol i; its length is left in foundLen. */
-  symName(t: SymTable, i: u32): u64 {
-    return <u64>this.str(t.strOffset, t.strSize, this.bytes.u32(this.symOffset(t, i)));
+  @inline symName(t: SymTable, i: u32): u64 {
+    // Validated at open, its length measured then (a name is never scanned again).
+    foundLen = unchecked(t.nameLens[i]); // i < t.count: every caller checks its range
+    return t.strOffset + <u64>this.bytes.u32(this.symOffset(t, i));
   }
 }
 
