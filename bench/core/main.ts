@@ -6,7 +6,7 @@
 import { printTable, type Row } from "../table.js";
 
 const sections: Array<[string, () => Promise<{ run(): Promise<Row[]> }>]> = [
-  // ["elf", () => import("./elf.js")],
+  ["elf", () => import("./elf.js")],
   ["symbols", () => import("./symbols.js")],
 ];
 
