@@ -52,7 +52,7 @@ beforeAll(() => {
   const c = scratch.path("core.c");
   run("wasm2c", ["-n", "core", PORTABLE, "-o", c]);
   host = scratch.path("core-host");
-  execFileSync("gcc", ["-O1", "-w", `-I${WASM2C_RT}`, `-I${scratch.dir}`, c, `${WASM2C_RT}/wasm-rt-impl.c`, HOST_SRC, "-o", host, "-lm"], {
+  execFileSync("gcc", ["-O0", "-w", `-I${WASM2C_RT}`, `-I${scratch.dir}`, c, `${WASM2C_RT}/wasm-rt-impl.c`, HOST_SRC, "-o", host, "-lm"], {
     stdio: ["ignore", "pipe", "pipe"],
   });
   inputs["libc.so.6"] = { path: LIBC };
