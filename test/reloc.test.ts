@@ -111,6 +111,14 @@ describe("relocation engine", () => {
       expect(n.get("ext_tls")!.refs & Ref.TPOFF_GOT).toBeTruthy();
       expect(n.get("gvar")!.undefined).toBe(false);
       expect(nopie.r.info.staticTls).toBe(true);
+      // Those without a section come first: what a caller must resolve.
+      const all = nopie.r.refs();
+      const ext = nopie.r.refs(true);
+      expect(ext.length).toBe(nopie.r.info.refUndefined);
+      expect(all.slice(0, ext.length)).toEqual(ext);
+      expect(ext.every((f) => f.undefined)).toBe(true);
+      expect(all.slice(ext.length).every((f) => !f.undefined)).toBe(true);
+      expect(ext.map((f) => f.name).sort()).toEqual(["ext_ie", "ext_tls", "printf", "puts", "qsort", "strlen"]);
       expect(nopie.r.info.hasTlsSections).toBe(true);
       bindAll(nopie.r, () => 0x401000n);
       bindAll(pie.r, () => 0x401000n);

@@ -53,25 +53,30 @@ export function reloc_close(h: i32): i32 {
 }
 
 /**
- * 32-byte info record:
+ * 48-byte info record:
  *    0 relocations applied u32   4 tables applied u32   8 referenced symbols u32
  *   12 flags u32 (1 uses GOT, 2 has TLS sections, 4 TLS relocations, 8 static-TLS models, 16 dynamic-TLS models)
  *   16 sections u32   20 stub candidates u32   24 max section alignment u64
+ *   32 referenced symbols without a section (undefined, absolute, common) u32: the first of reloc_refs
+ *   36 reserved u32   40 reserved u64
  */
 export function reloc_info(h: i32, out: usize): i32 {
   const r = get(h, "reloc_info");
   if (r === null) return Err.BAD_HANDLE;
   store<u32>(out, r.relocCount);
-  store<u32>(out + 4, <u32>r.tables.length);
+  store<u32>(out + 4, r.tableCount);
   store<u32>(out + 8, r.refCount);
   store<u32>(out + 12, r.infoFlags);
   store<u32>(out + 16, r.nsec);
   store<u32>(out + 20, r.candCount);
   store<u64>(out + 24, r.maxAlign());
+  store<u32>(out + 32, r.refUndefined);
+  store<u32>(out + 36, 0);
+  store<u64>(out + 40, 0);
   return 0;
 }
 
-/** 32-byte records of the referenced symbols, in symbol order. Number written, or -1. */
+/** 32-byte records of the referenced symbols: those without a section first, each group in symbol order. Number written, or -1. */
 export function reloc_refs(h: i32, first: u32, count: u32, out: usize): i32 {
   const r = get(h, "reloc_refs");
   if (r === null) return -1;
@@ -190,7 +195,7 @@ export function reloc_section_addr(h: i32, sec: u32): i64 {
   const r = get(h, "reloc_section_addr");
   if (r === null) return -1;
   if (sec >= r.nsec) return failNeg(Err.BAD_ARGUMENT, "reloc_section_addr: " + sec.toString() + " is not a section");
-  return r.secPlaced[sec] != 0 ? <i64>r.secAddr[sec] : -1;
+  return r.isPlaced(sec) ? <i64>r.secAddr(sec) : -1;
 }
 
 /** Address of the GOT (which 0) or of the stub area (which 1), or -1 when not placed. */

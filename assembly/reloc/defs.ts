@@ -240,3 +240,15 @@ export function refusalReason(type: u32): string {
   }
   return "it is a dynamic relocation, which has no meaning in a relocatable object";
 }
+
+/**
+ * One byte per type below 64, for the scan's loop (one load instead of three switches):
+ * bits 0-1 the class (K_*), bits 2-5 the field size, bit 6 a TLS type. Types from 64 on
+ * are unknown.
+ */
+export const TYPE_INFO: usize = memory.data(64);
+export const TI_TLS: u32 = 64;
+for (let t: u32 = 0; t < 64; t++) {
+  const cls = relocClass(t);
+  store<u8>(TYPE_INFO + <usize>t, <u8>(cls | (cls == K_OK ? fieldSize(t) << 2 : 0) | (isTlsType(t) ? TI_TLS : 0)));
+}

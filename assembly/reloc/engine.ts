@@ -59,64 +59,34 @@
 // none: its range is reserved, never written); a TLS symbol's value is its offset from the
 // start of its module's image, which reloc_set_tls gives with the module's facts. For the
 // automatic layout that start is the first TLS section's address (reloc_tls_image).
+//
+// The loops over relocations and symbols live in hot.ts (plain functions over raw memory);
+// this class owns that memory, keeps the steps in order, and writes the messages.
 import { Bytes, utf8 } from "../bytes";
 import { Err, fail, hex } from "../error";
 import { ElfFile, SymTable, RelaTable, SYMTAB, RELA_SECTION, foundLen } from "../elf/file";
 import * as D from "../elf/defs";
 import * as R from "./defs";
 import { X86Writer, JUMP_STUB_SIZE } from "../x86/writer";
+import {
+  CTX, C_SYMS, C_SECS, C_SYMBASE, C_INPUT, C_NSYM, C_NSEC, C_CANDS, C_CANDCOUNT, C_HASH, C_INFO, C_PLAN,
+  C_ERRKIND, C_ERRVALUE, C_ERRLO, C_ERRHI, C_GOT, C_STUBADDR, C_OWNMODULE, C_OWNSTART, C_OWNTP, C_OWNFLAGS,
+  OWN_SET, OWN_STATIC,
+  SREC, S_VALUE, S_BOUND, S_GOT, S_PLT, S_TPGOT, S_GDGOT, S_LDGOT, S_TPOFF, S_MODULE, S_BLOCKTP, S_REFS, S_STATE,
+  S_LDPAIR, S_SECTION,
+  B_ADDR, B_GOT, B_PLT, B_TPGOT, B_GDGOT, B_LDGOT, B_TLS, B_TLS_STATIC, OWN_GOT, OWN_TPGOT, OWN_GDGOT, OWN_LDGOT,
+  RESOLVED, TLS_STATIC, GOTSYM, IS_TLS, IFUNC_DEF,
+  SEC, X_FLAGS, X_OFFSET, X_SIZE, X_ALIGN, X_ADDR, X_KIND, X_PLACED, X_DATA, X_WRITTEN,
+  CAND, C_BRANCH, C_NEEDED, C_RESERVED,
+  INFO_GOT_BASE, INFO_TLS_SECTIONS, PLAN_BELOW_2G, PLAN_BELOW_4G, PLAN_NEAR,
+  E_SCAN_UNKNOWN, E_SCAN_REFUSED, E_SCAN_OFFSET, E_SCAN_SYMBOL_INDEX, E_SCAN_TLS_MISMATCH, E_SCAN_IFUNC,
+  E_APPLY_UNRESOLVED, E_APPLY_RANGE, E_APPLY_NOT_STATIC, E_APPLY_SIZE,
+  scanRelocs, applyRelocs, resolveSymbol,
+} from "./hot";
 
-// ---- per-symbol records (raw memory, one per .symtab entry) ----------------------------
-//
-//    0 S u64            resolved value (an address; for a TLS symbol its offset in the block)
-//    8 bound u64        bound address, or the offset in the block of a bound TLS symbol
-//   16 got u64          GOT slot holding S (bound, or the engine's own after placement)
-//   24 plt u64          bound PLT entry
-//   32 tpGot u64        GOT slot holding tpoff(S)
-//   40 gdGot u64        GOT pair (module id, offset)
-//   48 ldGot u64        GOT pair (module id, 0) of S's module
-//   56 tpoff i64        tpoff(S), resolved (valid with TLS_STATIC)
-//   64 module u64       TLS module id, resolved or bound
-//   72 blockTpoff i64   bound: tpoff of the module's block (valid with B_TLS_STATIC)
-//   80 refs u32         REF_* kinds the relocations ask for
-//   84 state u32        the bits below
-//   88 ldPair u32       index of the engine's own LD pair (with OWN_LDGOT)
-//   92 reserved u32
-const SREC: u32 = 96;
-const S_VALUE: u32 = 0;
-const S_BOUND: u32 = 8;
-const S_GOT: u32 = 16;
-const S_PLT: u32 = 24;
-const S_TPGOT: u32 = 32;
-const S_GDGOT: u32 = 40;
-const S_LDGOT: u32 = 48;
-const S_TPOFF: u32 = 56;
-const S_MODULE: u32 = 64;
-const S_BLOCKTP: u32 = 72;
-const S_REFS: u32 = 80;
-const S_STATE: u32 = 84;
-const S_LDPAIR: u32 = 88;
-
-// state bits
-const B_ADDR: u32 = 1;
-const B_GOT: u32 = 2;
-const B_PLT: u32 = 4;
-const B_TPGOT: u32 = 8;
-const B_GDGOT: u32 = 16;
-const B_LDGOT: u32 = 32;
-const B_TLS: u32 = 64;
-const B_TLS_STATIC: u32 = 128;
-const OWN_GOT: u32 = 0x100;
-const OWN_TPGOT: u32 = 0x200;
-const OWN_GDGOT: u32 = 0x400;
-const OWN_LDGOT: u32 = 0x800;
-const RESOLVED: u32 = 0x1000;
-const TLS_STATIC: u32 = 0x2000;
-const TLS_MODULE: u32 = 0x4000; // S_MODULE valid
-const GOTSYM: u32 = 0x8000; // _GLOBAL_OFFSET_TABLE_
-const IS_TLS: u32 = 0x10000; // a thread-local symbol (STT_TLS, or defined in an SHF_TLS section)
-const BOUND_MASK: u32 = B_ADDR | B_GOT | B_PLT | B_TPGOT | B_GDGOT | B_LDGOT | B_TLS | B_TLS_STATIC;
-const RESOLVE_MASK: u32 = RESOLVED | TLS_STATIC | TLS_MODULE;
+export {
+  INFO_GOT_BASE, INFO_TLS_SECTIONS, INFO_TLS_REFS, INFO_STATIC_TLS, INFO_DYNAMIC_TLS, PLAN_BELOW_2G, PLAN_BELOW_4G, PLAN_NEAR,
+} from "./hot";
 
 // Binding kinds of reloc_bind_got.
 export const GOT_ADDR: u32 = 0;
@@ -132,18 +102,8 @@ export const SLOT_GD_OFFSET: u32 = 3;
 export const SLOT_LD_MODULE: u32 = 4;
 export const SLOT_LD_ZERO: u32 = 5;
 
-// Object-level flags (reloc_info), and constraint flags (reloc_plan).
-export const INFO_GOT_BASE: u32 = 1; // some relocation uses GOT itself
-export const INFO_TLS_SECTIONS: u32 = 2; // the object has SHF_TLS sections
-export const INFO_TLS_REFS: u32 = 4; // some relocation is a TLS one
-export const INFO_STATIC_TLS: u32 = 8; // initial- or local-exec relocations
-export const INFO_DYNAMIC_TLS: u32 = 16; // general- or local-dynamic relocations
-
-export const PLAN_BELOW_2G: u32 = 1; // R_X86_64_32S against the object's own symbols
-export const PLAN_BELOW_4G: u32 = 2; // R_X86_64_32 against them
-export const PLAN_NEAR: u32 = 4; // nearLo..nearHi is set
-
 export const LAYOUT_PAGES: u32 = 1;
+const PAGE: u64 = 4096;
 // groups of the automatic layout, in address order
 const K_EXEC: i32 = 0;
 const K_RODATA: i32 = 1;
@@ -151,24 +111,12 @@ const K_DATA: i32 = 2;
 const K_TDATA: i32 = 3;
 const K_TBSS: i32 = 4;
 const K_BSS: i32 = 5;
-const PAGE: u64 = 4096;
 
-// Stub candidates: an open-addressing table keyed by (symbol, branch?, addend), in raw
-// memory, plus the candidates in scan order (their index in that order is stable).
-//   table entry (8 bytes): candidate index + 1 (0: empty) u32, hash u32
-//   candidate (24 bytes):  sym u32, flags u32 (1 branch, 2 needed, 4 reserved), addend i64,
-//                          stub index u32, reserved u32
-const CAND: u32 = 24;
-const C_BRANCH: u32 = 1;
-const C_NEEDED: u32 = 2;
-const C_RESERVED: u32 = 4;
+const WINDOW_GOT: i32 = -1;
+const WINDOW_STUBS: i32 = -2;
 
 const ST_OPEN: u32 = 0;
 const ST_PLANNED: u32 = 1;
-
-@inline function signed32(v: i64): bool {
-  return v >= -2147483648 && v <= 2147483647;
-}
 
 function shex(v: i64): string {
   return v < 0 ? "-" + hex(<u64>(-v)) : hex(<u64>v);
@@ -184,25 +132,21 @@ export class Relocator {
   b: Bytes;
   symtab: SymTable | null;
   nsym: u32 = 0;
-  syms: usize = 0; // nsym records of SREC bytes
   nsec: u32 = 0;
-  secAddr: StaticArray<u64>;
-  secPlaced: StaticArray<u8>;
-  written: StaticArray<u8>; // sections the current apply writes
-  /** RELA tables applied: those whose target is an SHF_ALLOC section. */
-  tables: Array<RelaTable> = [];
+  /** The context of hot.ts: pointers to the tables below, the stub candidates, flags, errors. */
+  ctx: usize = 0;
+  syms: usize = 0; // nsym records of SREC bytes
+  secs: usize = 0; // nsec records of SEC bytes
+  symBase: usize = 0; // the first Elf64_Sym of .symtab in the input
+  maxAlignment: u64 = 16;
+  /** RELA tables applied (those whose target is an SHF_ALLOC section), 16 bytes each: input offset u64, count u32, target u32. */
+  tables: usize = 0;
+  tableCount: u32 = 0;
   relocCount: u32 = 0;
-  infoFlags: u32 = 0;
   /** Referenced symbols in index order (for reloc_refs). */
   refList: usize = 0;
   refCount: u32 = 0;
-
-  // stub candidates
-  cands: usize = 0;
-  candCount: u32 = 0;
-  candCap: u32 = 0;
-  hashTab: usize = 0;
-  hashCap: u32 = 0; // power of two
+  refUndefined: u32 = 0; // the first refUndefined of refList have no defining section
 
   state: u32 = ST_OPEN;
   // plan results
@@ -210,7 +154,6 @@ export class Relocator {
   ldModules: Array<u64> = []; // modules of the engine's own LD pairs, in order
   ldOwnPair: i32 = -1; // the pair of the object's own TLS module (its id comes from reloc_set_tls), or -1
   stubCount: u32 = 0;
-  planFlags: u32 = 0;
   below: u64 = 0;
   nearLo: u64 = 0;
   nearHi: u64 = 0;
@@ -223,82 +166,112 @@ export class Relocator {
   gotBase: u64 = 0;
   gotBaseSet: bool = false;
 
-  // the object's own TLS module (reloc_set_tls)
-  ownTls: bool = false;
-  ownModule: u64 = 0;
-  ownTlsStart: u64 = 0;
-  ownBlockTpoff: i64 = 0;
-  ownStatic: bool = false;
-
   constructor(elf: ElfFile) {
     this.elf = elf;
     this.b = elf.bytes;
     this.symtab = elf.symtabs[SYMTAB];
-    const nsec = elf.sections.length;
-    this.secAddr = new StaticArray<u64>(nsec);
-    this.secPlaced = new StaticArray<u8>(nsec);
-    this.written = new StaticArray<u8>(nsec);
-    this.nsec = <u32>nsec;
+    this.nsec = <u32>elf.sections.length;
+    this.ctx = heap.alloc(CTX);
+    memory.fill(this.ctx, 0, CTX);
   }
 
   dispose(): void {
-    if (this.syms != 0) heap.free(this.syms);
+    const c = this.ctx;
+    if (c == 0) return;
+    for (let k: u32 = 0; k < 3; k++) {
+      const f = k == 0 ? C_CANDS : k == 1 ? C_HASH : C_SYMS;
+      const p = <usize>load<u32>(c + f);
+      if (p != 0) heap.free(p);
+    }
+    if (this.secs != 0) heap.free(this.secs);
     if (this.refList != 0) heap.free(this.refList);
-    if (this.cands != 0) heap.free(this.cands);
-    if (this.hashTab != 0) heap.free(this.hashTab);
+    if (this.tables != 0) heap.free(this.tables);
+    this.tables = 0;
+    heap.free(c);
+    this.ctx = 0;
     this.syms = 0;
+    this.secs = 0;
     this.refList = 0;
-    this.cands = 0;
-    this.hashTab = 0;
+  }
+
+  get infoFlags(): u32 {
+    return load<u32>(this.ctx, C_INFO);
+  }
+
+  get planFlags(): u32 {
+    return load<u32>(this.ctx, C_PLAN);
+  }
+
+  get candCount(): u32 {
+    return load<u32>(this.ctx, C_CANDCOUNT);
+  }
+
+  @inline private cand(k: u32): usize {
+    return <usize>load<u32>(this.ctx, C_CANDS) + <usize>k * CAND;
   }
 
   @inline rec(i: u32): usize {
     return this.syms + <usize>i * SREC;
   }
 
+  @inline sec(s: u32): usize {
+    return this.secs + <usize>s * SEC;
+  }
+
+  @inline secFlags(s: u32): u64 {
+    return load<u64>(this.sec(s), X_FLAGS);
+  }
+
+  @inline secSize(s: u32): u64 {
+    return load<u64>(this.sec(s), X_SIZE);
+  }
+
+  @inline secAddr(s: u32): u64 {
+    return load<u64>(this.sec(s), X_ADDR);
+  }
+
+  @inline isPlaced(s: u32): bool {
+    return load<u8>(this.sec(s), X_PLACED) != 0;
+  }
+
+  @inline private setPlaced(s: u32, addr: u64): void {
+    store<u64>(this.sec(s), addr, X_ADDR);
+    store<u8>(this.sec(s), 1, X_PLACED);
+  }
+
   // ---- symbols --------------------------------------------------------------------
 
-  private symOff(i: u32): u64 {
-    return (<SymTable>this.symtab).offset + <u64>i * D.SYM_SIZE;
+  /** Input offset of symbol i (its Elf64_Sym). */
+  @inline private symOff(i: u32): u64 {
+    return <u64>(this.symBase - this.b.base) + <u64>i * D.SYM_SIZE;
   }
 
-  symInfo(i: u32): u8 {
-    return this.b.u8(this.symOff(i) + 4);
+  @inline symInfo(i: u32): u8 {
+    return load<u8>(this.symBase + <usize>i * D.SYM_SIZE, 4);
   }
 
-  symValue(i: u32): u64 {
-    return this.b.u64(this.symOff(i) + 8);
+  @inline private symRawShndx(i: u32): u16 {
+    return load<u16>(this.symBase + <usize>i * D.SYM_SIZE, 6);
   }
 
-  symSize(i: u32): u64 {
-    return this.b.u64(this.symOff(i) + 16);
+  @inline symValue(i: u32): u64 {
+    return load<u64>(this.symBase + <usize>i * D.SYM_SIZE, 8);
   }
 
-  /** Raw st_shndx (SHN_* specials kept); extended indices resolved. */
+  /** st_shndx with SHN_XINDEX resolved (SHN_* specials kept). */
   symSection(i: u32): u32 {
-    const raw = this.b.u16(this.symOff(i) + 6);
+    const raw = this.symRawShndx(i);
     if (raw == D.SHN_XINDEX) return this.elf.symShndx(<SymTable>this.symtab, i);
     return <u32>raw;
   }
 
-  /** Index of the section defining symbol i, or -1 (undefined, absolute, common). */
-  definingSection(i: u32): i32 {
-    const raw = this.b.u16(this.symOff(i) + 6);
-    if (raw == D.SHN_XINDEX) return <i32>this.elf.symShndx(<SymTable>this.symtab, i);
-    if (raw == D.SHN_UNDEF || raw >= D.SHN_LORESERVE) return -1;
-    return <i32>raw;
+  /** Index of the section defining symbol i, or -1 (undefined, absolute, common); cached at open. */
+  @inline definingSection(i: u32): i32 {
+    return load<i32>(this.rec(i), S_SECTION);
   }
 
-  isUndefined(i: u32): bool {
-    return i != 0 && this.b.u16(this.symOff(i) + 6) == D.SHN_UNDEF;
-  }
-
-  /** STT_TLS, or defined in an SHF_TLS section. */
-  isTlsSymbol(i: u32): bool {
-    if (i == 0) return false;
-    if ((this.symInfo(i) & 0xf) == D.STT_TLS) return true;
-    const s = this.definingSection(i);
-    return s >= 0 && <u32>s < this.nsec && (this.elf.sections[s].flags & D.SHF_TLS) != 0;
+  @inline isUndefined(i: u32): bool {
+    return i != 0 && this.symRawShndx(i) == D.SHN_UNDEF;
   }
 
   sectionName(s: u32): string {
@@ -311,7 +284,7 @@ export class Relocator {
   /** `name` of a symbol for messages; a section symbol by its section's name. */
   symDesc(i: u32): string {
     if (i == 0) return "symbol 0 (none)";
-    if (this.symtab === null) return "symbol " + i.toString();
+    if (this.symtab === null || i >= this.nsym) return "symbol " + i.toString();
     const off = this.elf.symName(<SymTable>this.symtab, i);
     const len = foundLen;
     if (len > 0) return "`" + utf8(this.b.ptr(off), len) + "`";
@@ -332,261 +305,168 @@ export class Relocator {
     return true;
   }
 
+  /** Which group of the automatic layout a section belongs to (-1: not loaded). */
+  private static layoutKind(fl: u64, hasData: bool): i32 {
+    if ((fl & D.SHF_ALLOC) == 0) return -1;
+    if ((fl & D.SHF_TLS) != 0) return hasData ? K_TDATA : K_TBSS;
+    if ((fl & D.SHF_EXECINSTR) != 0) return K_EXEC;
+    if ((fl & D.SHF_WRITE) == 0) return K_RODATA;
+    return hasData ? K_DATA : K_BSS;
+  }
+
   // ---- open: the scan ---------------------------------------------------------------
 
   open(): i32 {
     const f = this.elf;
     if (f.type != D.ET_REL) return fail(Err.RELOC_NOT_RELOCATABLE, "reloc_open: the ELF file is not a relocatable object (e_type " + f.type.toString() + ", ET_REL is 1)");
     const st = this.symtab;
-    this.nsym = st === null ? 1 : max<u32>(st.count, 1);
-    const bytes = <usize>this.nsym * SREC;
-    this.syms = heap.alloc(bytes);
-    memory.fill(this.syms, 0, bytes);
-    store<u32>(this.syms + S_STATE, RESOLVED); // symbol 0: S = 0 (psABI: no symbol)
-    if (st !== null) {
-      for (let i: u32 = 1; i < this.nsym; i++) {
-        const r = this.rec(i);
-        if (this.isTlsSymbol(i)) store<u32>(r + S_STATE, IS_TLS);
-        if (this.isUndefined(i) && this.isGotSymbolName(i)) store<u32>(r + S_STATE, GOTSYM);
+    const c = this.ctx;
+    // Sections: the facts the hot paths need, in raw memory.
+    const nsec = this.nsec;
+    const secBytes = max<usize>(<usize>nsec * SEC, SEC);
+    const sp = heap.alloc(secBytes);
+    this.secs = sp;
+    memory.fill(sp, 0, secBytes);
+    let infoFlags: u32 = 0;
+    let maxAlignment: u64 = 16;
+    // The section headers, validated by the ELF reader, read where they lie (Elf64_Shdr).
+    const shdrs = this.b.ptr(f.shoff);
+    for (let s: u32 = 0; s < nsec; s++) {
+      const h = shdrs + <usize>s * D.SHDR_SIZE;
+      const x = sp + <usize>s * SEC;
+      const type = load<u32>(h, 4);
+      const fl = load<u64>(h, 8);
+      const align = load<u64>(h, 48);
+      const hasData = type != D.SHT_NOBITS && type != D.SHT_NULL;
+      store<u64>(x, fl, X_FLAGS);
+      store<u64>(x, load<u64>(h, 24), X_OFFSET);
+      store<u64>(x, load<u64>(h, 32), X_SIZE);
+      store<u64>(x, align, X_ALIGN);
+      store<u8>(x, hasData ? 1 : 0, X_DATA);
+      store<i8>(x, s == 0 ? -1 : <i8>Relocator.layoutKind(fl, hasData), X_KIND);
+      if (s == 0 || (fl & D.SHF_ALLOC) == 0) continue;
+      if ((fl & D.SHF_TLS) != 0) infoFlags |= INFO_TLS_SECTIONS;
+      if ((align & (align - 1)) != 0 || align > (<u64>1 << 32)) {
+        return fail(Err.RELOC_NOT_RELOCATABLE, "section " + this.sectionName(s) + ": sh_addralign " + align.toString() + " is not a power of two up to 2^32");
       }
+      if (align > maxAlignment) maxAlignment = align;
     }
-    const secs = f.sections;
-    for (let s: u32 = 1; s < this.nsec; s++) {
-      const sec = secs[s];
-      if ((sec.flags & D.SHF_ALLOC) == 0) continue;
-      if ((sec.flags & D.SHF_TLS) != 0) this.infoFlags |= INFO_TLS_SECTIONS;
-      if ((sec.align & (sec.align - 1)) != 0 || sec.align > (<u64>1 << 32)) {
-        return fail(Err.RELOC_NOT_RELOCATABLE, "section " + this.sectionName(s) + ": sh_addralign " + sec.align.toString() + " is not a power of two up to 2^32");
-      }
+    this.maxAlignment = maxAlignment;
+    // Symbols: one record each; the defining section and TLS-ness cached.
+    const nsym: u32 = st === null ? 1 : max<u32>(st.count, 1);
+    this.nsym = nsym;
+    const symBase = st === null ? this.b.base : this.b.ptr(st.offset);
+    this.symBase = symBase;
+    const bytes = <usize>nsym * SREC;
+    const syms = heap.alloc(bytes);
+    this.syms = syms;
+    memory.fill(syms, 0, bytes);
+    store<u32>(syms + S_STATE, RESOLVED); // symbol 0: S = 0 (psABI: no symbol)
+    store<i32>(syms + S_SECTION, -1);
+    for (let i: u32 = 1; i < nsym; i++) {
+      const r = syms + <usize>i * SREC;
+      const sym = symBase + <usize>i * D.SYM_SIZE;
+      const raw = load<u16>(sym, 6);
+      let s: i32 = raw == D.SHN_UNDEF || (raw >= D.SHN_LORESERVE && raw != D.SHN_XINDEX) ? -1 : <i32>raw;
+      if (raw == D.SHN_XINDEX) s = <i32>f.symShndx(<SymTable>st, i);
+      store<i32>(r, s, S_SECTION);
+      let state: u32 = 0;
+      const type = load<u8>(sym, 4) & 0xf;
+      if (type == D.STT_TLS || (s >= 0 && <u32>s < nsec && (load<u64>(sp + <usize>s * SEC, X_FLAGS) & D.SHF_TLS) != 0)) state = IS_TLS;
+      else if (raw == D.SHN_UNDEF && this.isGotSymbolName(i)) state = GOTSYM;
+      if (s >= 0 && type == D.STT_GNU_IFUNC) state |= IFUNC_DEF;
+      store<u32>(r, state, S_STATE);
     }
+    store<u32>(c, <u32>syms, C_SYMS);
+    store<u32>(c, <u32>sp, C_SECS);
+    store<u32>(c, <u32>symBase, C_SYMBASE);
+    store<u32>(c, <u32>this.b.base, C_INPUT);
+    store<u32>(c, nsym, C_NSYM);
+    store<u32>(c, nsec, C_NSEC);
+    store<u32>(c, infoFlags, C_INFO);
+    // Relocation tables of the SHF_ALLOC sections.
+    this.tables = heap.alloc(max<usize>(<usize>f.relas.length * 16, 16));
     for (let k = 0; k < f.relas.length; k++) {
       const t = f.relas[k];
       if (t.kind != RELA_SECTION || t.count == 0) continue;
-      if (t.target <= 0 || <u32>t.target >= this.nsec) {
+      if (t.target <= 0 || <u32>t.target >= nsec) {
         return fail(Err.RELOC_NOT_RELOCATABLE, "section " + t.section.toString() + ": relocation table without a target section (sh_info " + t.target.toString() + ")");
       }
-      const target = secs[t.target];
-      if ((target.flags & D.SHF_ALLOC) == 0) continue; // debug info and the like: never placed
+      const T = <u32>t.target;
+      if ((this.secFlags(T) & D.SHF_ALLOC) == 0) continue; // debug info and the like: never placed
       if (t.symtab != SYMTAB && st !== null) {
         return fail(Err.RELOC_NOT_RELOCATABLE, "section " + t.section.toString() + ": relocations refer to a table other than .symtab");
       }
-      if (!target.hasData) {
-        return fail(Err.RELOC_BAD_OFFSET, "section " + t.section.toString() + ": relocations for " + this.sectionName(<u32>t.target) + ", which has no contents (SHT_NOBITS)");
+      if (load<u8>(this.sec(T), X_DATA) == 0) {
+        return fail(Err.RELOC_BAD_OFFSET, "section " + t.section.toString() + ": relocations for " + this.sectionName(T) + ", which has no contents (SHT_NOBITS)");
       }
-      const r = this.scanTable(t);
-      if (r != 0) return r;
-      this.tables.push(t);
+      const j = scanRelocs(c, this.b.ptr(t.offset), t.count, T);
+      if (j >= 0) return this.scanError(t, <u32>j);
+      const tp = this.tables + <usize>this.tableCount * 16;
+      store<u64>(tp, t.offset);
+      store<u32>(tp, t.count, 8);
+      store<u32>(tp, T, 12);
+      this.tableCount++;
       this.relocCount += t.count;
     }
-    // The referenced symbols, in index order.
+    // The referenced symbols: the undefined ones first (what a caller must resolve), then
+    // the defined ones, each in index order.
     let n: u32 = 0;
-    for (let i: u32 = 1; i < this.nsym; i++) if (load<u32>(this.rec(i) + S_REFS) != 0) n++;
+    let undef: u32 = 0;
+    for (let i: u32 = 1; i < nsym; i++) {
+      if (load<u32>(syms + <usize>i * SREC, S_REFS) == 0) continue;
+      n++;
+      if (load<i32>(syms + <usize>i * SREC, S_SECTION) < 0) undef++;
+    }
     this.refCount = n;
-    this.refList = heap.alloc(max<usize>(<usize>n * 4, 4));
-    n = 0;
-    for (let i: u32 = 1; i < this.nsym; i++) {
-      if (load<u32>(this.rec(i) + S_REFS) != 0) {
-        store<u32>(this.refList + <usize>n * 4, i);
-        n++;
-      }
+    this.refUndefined = undef;
+    const list = heap.alloc(max<usize>(<usize>n * 4, 4));
+    this.refList = list;
+    let u: u32 = 0;
+    let d: u32 = undef;
+    for (let i: u32 = 1; i < nsym; i++) {
+      const r = syms + <usize>i * SREC;
+      if (load<u32>(r, S_REFS) == 0) continue;
+      if (load<i32>(r, S_SECTION) < 0) store<u32>(list + <usize>(u++) * 4, i);
+      else store<u32>(list + <usize>(d++) * 4, i);
     }
     return 0;
   }
 
-  /** Whether the rel32 field at `off` of section `sec` (input bytes) is a branch: E8/E9 rel32, 0F 8x rel32. */
-  isBranch(sec: u32, off: u64): bool {
-    const s = this.elf.sections[sec];
-    if ((s.flags & D.SHF_EXECINSTR) == 0 || off < 1) return false;
-    const op = this.b.u8(s.offset + off - 1);
-    if (op == 0xe8 || op == 0xe9) return true;
-    return off >= 2 && (op & 0xf0) == 0x80 && this.b.u8(s.offset + off - 2) == 0x0f;
-  }
-
-  private scanTable(t: RelaTable): i32 {
-    const b = this.b;
+  /** The message of a failure scanRelocs reported at relocation j of table t. */
+  private scanError(t: RelaTable, j: u32): i32 {
+    const o = t.offset + <u64>j * D.RELA_SIZE;
+    const off = this.b.u64(o);
+    const info = this.b.u64(o + 8);
+    const type = <u32>info;
+    const sym = <u32>(info >> 32);
     const T = <u32>t.target;
-    const sec = this.elf.sections[T];
-    const size = sec.size;
-    for (let j: u32 = 0; j < t.count; j++) {
-      const o = t.offset + <u64>j * D.RELA_SIZE;
-      const off = b.u64(o);
-      const info = b.u64(o + 8);
-      const type = <u32>info;
-      const sym = <u32>(info >> 32);
-      const cls = R.relocClass(type);
-      if (cls != R.K_OK) {
-        const where = " at " + this.sectionName(T) + "+" + hex(off) + " (relocation " + j.toString() + " of section " + t.section.toString() + ")";
-        if (cls == R.K_UNKNOWN) return fail(Err.RELOC_UNKNOWN_TYPE, "unknown relocation type " + type.toString() + where);
-        return fail(Err.RELOC_REFUSED_TYPE, R.relocName(type) + where + " is refused: " + R.refusalReason(type));
-      }
-      const width = <u64>R.fieldSize(type);
-      if (off > size || width > size - off) {
-        return fail(Err.RELOC_BAD_OFFSET, R.relocName(type) + " at " + this.sectionName(T) + "+" + hex(off) + ": the " + width.toString() + "-byte field runs past the section's end (size " + hex(size) + ")");
-      }
-      if (type == R.R_NONE) continue;
-      if (sym >= this.nsym) {
-        return fail(Err.RELOC_BAD_SYMBOL, R.relocName(type) + " at " + this.sectionName(T) + "+" + hex(off) + ": symbol " + sym.toString() + " is not in .symtab");
-      }
-      const r = this.rec(sym);
-      const st = load<u32>(r + S_STATE);
-      const tls = R.isTlsType(type);
-      if (sym != 0 && tls != ((st & IS_TLS) != 0)) {
-        return fail(Err.RELOC_BAD_SYMBOL, R.relocName(type) + " against " + this.symDesc(sym) + " at " + this.sectionName(T) + "+" + hex(off) + (tls ? ": a TLS relocation against a symbol that is not thread-local" : ": a non-TLS relocation against a thread-local symbol"));
-      }
-      if (sym != 0) {
-        const ds = this.definingSection(sym);
-        if (ds >= 0 && (this.symInfo(sym) & 0xf) == D.STT_GNU_IFUNC) {
-          return fail(Err.RELOC_BAD_SYMBOL, R.relocName(type) + " against " + this.symDesc(sym) + ": IFUNC symbols defined in the patch are not supported");
-        }
-      }
-      let refs: u32 = 0;
-      switch (type) {
-        case R.R_64: case R.R_32: case R.R_32S: case R.R_16: case R.R_8: case R.R_GOTOFF64:
-          refs = R.REF_ADDR;
-          break;
-        case R.R_PC64: case R.R_PC16: case R.R_PC8:
-          refs = R.REF_ADDR | R.REF_PCREL;
-          break;
-        case R.R_PC32: {
-          if (this.isBranch(T, off)) {
-            refs = R.REF_CALL;
-            this.addCandidate(sym, true, b.i64(o + 16), T);
-          } else {
-            refs = R.REF_ADDR | R.REF_PCREL;
-          }
-          break;
-        }
-        case R.R_PLT32: {
-          refs = R.REF_CALL;
-          this.addCandidate(sym, this.isBranch(T, off), b.i64(o + 16), T);
-          break;
-        }
-        case R.R_PLTOFF64:
-          refs = R.REF_CALL;
-          break;
-        case R.R_GOTPCREL: case R.R_GOTPCRELX: case R.R_REX_GOTPCRELX: case R.R_CODE_4_GOTPCRELX:
-        case R.R_CODE_5_GOTPCRELX: case R.R_CODE_6_GOTPCRELX: case R.R_GOT32: case R.R_GOT64:
-        case R.R_GOTPCREL64: case R.R_GOTPLT64:
-          refs = R.REF_GOT;
-          break;
-        case R.R_GOTPC32: case R.R_GOTPC64:
-          refs = 0;
-          break;
-        case R.R_GOTTPOFF: case R.R_CODE_4_GOTTPOFF: case R.R_CODE_5_GOTTPOFF: case R.R_CODE_6_GOTTPOFF:
-          refs = R.REF_TPOFF_GOT;
-          this.infoFlags |= INFO_STATIC_TLS;
-          break;
-        case R.R_TPOFF32:
-          refs = R.REF_TPOFF;
-          this.infoFlags |= INFO_STATIC_TLS;
-          break;
-        case R.R_TLSGD:
-          refs = R.REF_TLSGD;
-          this.infoFlags |= INFO_DYNAMIC_TLS;
-          break;
-        case R.R_TLSLD:
-          refs = R.REF_TLSLD;
-          this.infoFlags |= INFO_DYNAMIC_TLS;
-          break;
-        case R.R_DTPOFF32: case R.R_DTPOFF64:
-          refs = R.REF_DTPOFF;
-          break;
-        case R.R_SIZE32: case R.R_SIZE64:
-          refs = R.REF_SIZE;
-          break;
-      }
-      switch (type) {
-        case R.R_GOTOFF64: case R.R_GOTPC32: case R.R_GOTPC64: case R.R_GOT32: case R.R_GOT64:
-        case R.R_GOTPLT64: case R.R_PLTOFF64:
-          this.infoFlags |= INFO_GOT_BASE;
-      }
-      if (sym == 0 && (refs & ~(R.REF_ADDR | R.REF_PCREL)) != 0) {
-        return fail(Err.RELOC_BAD_SYMBOL, R.relocName(type) + " at " + this.sectionName(T) + "+" + hex(off) + ": needs a symbol, and has symbol 0");
-      }
-      if (tls) this.infoFlags |= INFO_TLS_REFS;
-      if (type == R.R_32S && this.definingSection(sym) >= 0) this.planFlags |= PLAN_BELOW_2G;
-      if (type == R.R_32 && this.definingSection(sym) >= 0) this.planFlags |= PLAN_BELOW_4G;
-      if (sym != 0) store<u32>(r + S_REFS, load<u32>(r + S_REFS) | refs);
+    const at = " at " + this.sectionName(T) + "+" + hex(off);
+    switch (load<u32>(this.ctx, C_ERRKIND)) {
+      case E_SCAN_UNKNOWN:
+        return fail(Err.RELOC_UNKNOWN_TYPE, "unknown relocation type " + type.toString() + at + " (relocation " + j.toString() + " of section " + t.section.toString() + ")");
+      case E_SCAN_REFUSED:
+        return fail(Err.RELOC_REFUSED_TYPE, R.relocName(type) + at + " (relocation " + j.toString() + " of section " + t.section.toString() + ") is refused: " + R.refusalReason(type));
+      case E_SCAN_OFFSET:
+        return fail(Err.RELOC_BAD_OFFSET, R.relocName(type) + at + ": the " + R.fieldSize(type).toString() + "-byte field runs past the section's end (size " + hex(this.secSize(T)) + ")");
+      case E_SCAN_SYMBOL_INDEX:
+        return fail(Err.RELOC_BAD_SYMBOL, R.relocName(type) + at + ": symbol " + sym.toString() + " is not in .symtab");
+      case E_SCAN_TLS_MISMATCH:
+        return fail(Err.RELOC_BAD_SYMBOL, R.relocName(type) + " against " + this.symDesc(sym) + at + (R.isTlsType(type) ? ": a TLS relocation against a symbol that is not thread-local" : ": a non-TLS relocation against a thread-local symbol"));
+      case E_SCAN_IFUNC:
+        return fail(Err.RELOC_BAD_SYMBOL, R.relocName(type) + " against " + this.symDesc(sym) + at + ": IFUNC symbols defined in the patch are not supported");
     }
-    return 0;
+    return fail(Err.RELOC_BAD_SYMBOL, R.relocName(type) + at + ": needs a symbol, and has symbol 0");
   }
 
-  // ---- stub candidates ------------------------------------------------------------------
-
-  @inline private candHash(sym: u32, branch: bool, addend: i64): u32 {
-    let h = <u64>sym * 0x9e3779b97f4a7c15 ^ <u64>addend * 0xc2b2ae3d27d4eb4f ^ (branch ? 0x165667b19e3779f9 : 0);
-    h ^= h >> 29;
-    return <u32>(h ^ (h >> 32));
-  }
-
-  /** Index of the candidate (sym, branch, addend), or -1. */
-  findCandidate(sym: u32, branch: bool, addend: i64): i32 {
-    if (this.hashCap == 0) return -1;
-    const h = this.candHash(sym, branch, addend);
-    const mask = this.hashCap - 1;
-    let slot = h & mask;
-    for (let probe: u32 = 0; probe < this.hashCap; probe++) {
-      const e = this.hashTab + <usize>slot * 8;
-      const idx1 = load<u32>(e);
-      if (idx1 == 0) return -1;
-      if (load<u32>(e, 4) == h) {
-        const c = this.cands + <usize>(idx1 - 1) * CAND;
-        if (load<u32>(c) == sym && ((load<u32>(c, 4) & C_BRANCH) != 0) == branch && load<i64>(c, 8) == addend) return <i32>(idx1 - 1);
-      }
-      slot = (slot + 1) & mask;
-    }
-    return -1;
-  }
-
-  private addCandidate(sym: u32, branch: bool, addend: i64, T: u32): void {
-    // A call into the section it is made from never needs a stub, unless the caller
-    // binds the symbol elsewhere (the plan then reserves one).
-    const far = this.definingSection(sym) != <i32>T;
-    let idx = this.findCandidate(sym, branch, addend);
-    if (idx < 0) {
-      if (this.candCount == this.candCap) {
-        const cap = this.candCap == 0 ? 64 : this.candCap * 2;
-        const nc = heap.alloc(<usize>cap * CAND);
-        if (this.cands != 0) {
-          memory.copy(nc, this.cands, <usize>this.candCount * CAND);
-          heap.free(this.cands);
-        }
-        this.cands = nc;
-        this.candCap = cap;
-      }
-      if ((this.candCount + 1) * 2 > this.hashCap) this.rehash(this.hashCap == 0 ? 128 : this.hashCap * 2);
-      idx = <i32>this.candCount;
-      const c = this.cands + <usize>idx * CAND;
-      store<u32>(c, sym);
-      store<u32>(c, branch ? C_BRANCH : 0, 4);
-      store<i64>(c, addend, 8);
-      store<u32>(c, 0, 16);
-      store<u32>(c, 0, 20);
-      this.candCount++;
-      this.hashInsert(<u32>idx);
-    }
-    if (far) {
-      const c = this.cands + <usize>idx * CAND;
-      store<u32>(c, load<u32>(c, 4) | C_NEEDED, 4);
-    }
-  }
-
-  private hashInsert(idx: u32): void {
-    const c = this.cands + <usize>idx * CAND;
-    const h = this.candHash(load<u32>(c), (load<u32>(c, 4) & C_BRANCH) != 0, load<i64>(c, 8));
-    const mask = this.hashCap - 1;
-    let slot = h & mask;
-    while (load<u32>(this.hashTab + <usize>slot * 8) != 0) slot = (slot + 1) & mask;
-    store<u32>(this.hashTab + <usize>slot * 8, idx + 1);
-    store<u32>(this.hashTab + <usize>slot * 8, h, 4);
-  }
-
-  private rehash(cap: u32): void {
-    if (this.hashTab != 0) heap.free(this.hashTab);
-    this.hashTab = heap.alloc(<usize>cap * 8);
-    memory.fill(this.hashTab, 0, <usize>cap * 8);
-    this.hashCap = cap;
-    for (let i: u32 = 0; i < this.candCount; i++) this.hashInsert(i);
+  /** Whether the rel32 field at `off` of section `sec` (input bytes) is a branch. */
+  isBranch(sec: u32, off: u64): bool {
+    const x = this.sec(sec);
+    if ((load<u64>(x, X_FLAGS) & D.SHF_EXECINSTR) == 0 || off < 1) return false;
+    const p = this.b.base + <usize>(load<u64>(x, X_OFFSET) + off);
+    const op = load<u8>(p - 1);
+    if (op == 0xe8 || op == 0xe9) return true;
+    return off >= 2 && (op & 0xf0) == 0x80 && load<u8>(p - 2) == 0x0f;
   }
 
   // ---- bindings -----------------------------------------------------------------------
@@ -651,102 +531,53 @@ export class Relocator {
     return 0;
   }
 
+  /** The module of the object's own TLS sections (any time before apply). */
   setTls(module: u64, tlsStart: u64, blockTpoff: i64, isStatic: bool): i32 {
-    this.ownTls = true;
-    this.ownModule = module;
-    this.ownTlsStart = tlsStart;
-    this.ownBlockTpoff = blockTpoff;
-    this.ownStatic = isStatic;
+    const c = this.ctx;
+    store<u64>(c, module, C_OWNMODULE);
+    store<u64>(c, tlsStart, C_OWNSTART);
+    store<i64>(c, blockTpoff, C_OWNTP);
+    store<u32>(c, OWN_SET | (isStatic ? OWN_STATIC : 0), C_OWNFLAGS);
     return 0;
+  }
+
+  get ownTls(): bool {
+    return (load<u32>(this.ctx, C_OWNFLAGS) & OWN_SET) != 0;
+  }
+
+  get ownModule(): u64 {
+    return load<u64>(this.ctx, C_OWNMODULE);
   }
 
   // ---- resolution ------------------------------------------------------------------------
 
-  /**
-   * Computes S (and TLS facts) of symbol i from its binding or its placed section.
-   * Leaves RESOLVED clear when it cannot (unreason() says why).
-   */
-  resolve(i: u32): void {
-    const r = this.rec(i);
-    let st = load<u32>(r + S_STATE) & ~RESOLVE_MASK;
-    if (i == 0) {
-      store<u64>(r, 0);
-      store<u32>(r + S_STATE, st | RESOLVED);
-      return;
-    }
-    if ((st & B_TLS) != 0) {
-      const off = load<u64>(r + S_BOUND);
-      store<u64>(r, off);
-      st |= RESOLVED | TLS_MODULE;
-      if ((st & B_TLS_STATIC) != 0) {
-        store<i64>(r + S_TPOFF, load<i64>(r + S_BLOCKTP) + <i64>off);
-        st |= TLS_STATIC;
-      }
-    } else if ((st & B_ADDR) != 0) {
-      store<u64>(r, load<u64>(r + S_BOUND));
-      st |= RESOLVED;
-    } else if ((st & GOTSYM) != 0) {
-      if (this.gotBaseSet || this.gotPlaced) {
-        store<u64>(r, this.gotBaseSet ? this.gotBase : this.gotAddr);
-        st |= RESOLVED;
-      }
-    } else {
-      const raw = this.b.u16(this.symOff(i) + 6);
-      if (raw == D.SHN_UNDEF) {
-        if ((this.symInfo(i) >> 4) == D.STB_WEAK && (st & IS_TLS) == 0) {
-          store<u64>(r, 0); // an unbound weak reference is 0, as a static link makes it
-          st |= RESOLVED;
-        }
-      } else if (raw == D.SHN_ABS) {
-        store<u64>(r, this.symValue(i));
-        st |= RESOLVED;
-      } else if (raw == D.SHN_COMMON || (raw >= D.SHN_LORESERVE && raw != D.SHN_XINDEX)) {
-        // no section: only a binding gives it an address
-      } else {
-        const s = this.definingSection(i);
-        if (s >= 0 && <u32>s < this.nsec && this.secPlaced[s] != 0) {
-          const addr = this.secAddr[s] + this.symValue(i);
-          if ((st & IS_TLS) != 0) {
-            if (this.ownTls) {
-              const off = addr - this.ownTlsStart;
-              store<u64>(r, off);
-              store<u64>(r + S_MODULE, this.ownModule);
-              st |= RESOLVED | TLS_MODULE;
-              if (this.ownStatic) {
-                store<i64>(r + S_TPOFF, this.ownBlockTpoff + <i64>off);
-                st |= TLS_STATIC;
-              }
-            }
-          } else {
-            store<u64>(r, addr);
-            st |= RESOLVED;
-          }
-        }
-      }
-    }
-    store<u32>(r + S_STATE, st);
-  }
-
   /** S of symbol i (TLS: its offset in the module's block) into out; 0 or an error. */
   symbolValue(i: u32, out: usize): i32 {
     if (i >= this.nsym || this.symtab === null) return fail(Err.RELOC_BAD_SYMBOL, "reloc_symbol_value: symbol " + i.toString() + " is not a symbol of .symtab");
-    if (!this.gotBaseSet && this.gotPlaced) this.gotBase = this.gotAddr;
-    this.resolve(i);
+    this.syncGot();
+    resolveSymbol(this.ctx, i);
     if ((load<u32>(this.rec(i) + S_STATE) & RESOLVED) == 0) return fail(Err.RELOC_UNDEFINED, "reloc_symbol_value: " + this.symDesc(i) + ": " + this.unreason(i));
     store<u64>(out, load<u64>(this.rec(i)));
     return 0;
+  }
+
+  /** GOT as hot.ts sees it: the set base, else the engine's GOT. */
+  private syncGot(): void {
+    if (!this.gotBaseSet) this.gotBase = this.gotAddr;
+    store<u64>(this.ctx, this.gotBase, C_GOT);
+    store<u64>(this.ctx, this.stubAddr, C_STUBADDR);
   }
 
   /** Why symbol i did not resolve. */
   unreason(i: u32): string {
     const st = load<u32>(this.rec(i) + S_STATE);
     if ((st & GOTSYM) != 0) return "_GLOBAL_OFFSET_TABLE_ needs the GOT placed or a GOT base set";
-    const raw = this.b.u16(this.symOff(i) + 6);
+    const raw = this.symRawShndx(i);
     if (raw == D.SHN_UNDEF) return "it is undefined and not bound";
     if (raw == D.SHN_COMMON) return "it is a common symbol (SHN_COMMON): bind it to an address";
     if (raw >= D.SHN_LORESERVE && raw != D.SHN_XINDEX) return "its section index " + hex(raw) + " is not supported";
     const s = this.definingSection(i);
-    if (s >= 0 && <u32>s < this.nsec && this.secPlaced[s] == 0) return "its section " + this.sectionName(<u32>s) + " is not placed";
+    if (s >= 0 && <u32>s < this.nsec && !this.isPlaced(<u32>s)) return "its section " + this.sectionName(<u32>s) + " is not placed";
     if ((st & IS_TLS) != 0 && !this.ownTls) return "it is thread-local in the object's own TLS sections, and reloc_set_tls was not called";
     return "it cannot be resolved";
   }
@@ -760,10 +591,10 @@ export class Relocator {
     let nearLo: u64 = <u64>-1;
     let nearHi: u64 = 0;
     let near = false;
-    for (let i: u32 = 1; i < nsym; i++) {
+    for (let k: u32 = 0; k < this.refCount; k++) {
+      const i = load<u32>(this.refList + <usize>k * 4);
       const r = this.rec(i);
       const refs = load<u32>(r + S_REFS);
-      if (refs == 0) continue;
       let st = load<u32>(r + S_STATE) & ~(OWN_GOT | OWN_TPGOT | OWN_GDGOT | OWN_LDGOT);
       if ((refs & R.REF_GOT) != 0) {
         if ((st & B_GOT) == 0) { st |= OWN_GOT; slots++; }
@@ -801,17 +632,18 @@ export class Relocator {
           near = true; nearLo = min(nearLo, load<u64>(r + S_LDGOT)); nearHi = max(nearHi, load<u64>(r + S_LDGOT));
         }
       }
-      // PC-relative data references to what lies outside the object.
-      if ((refs & R.REF_PCREL) != 0 && (this.definingSection(i) < 0 || (st & B_ADDR) != 0)) {
-        if ((st & B_ADDR) != 0) { near = true; nearLo = min(nearLo, load<u64>(r + S_BOUND)); nearHi = max(nearHi, load<u64>(r + S_BOUND)); }
+      // PC-relative data references to bound addresses: the object must be near them.
+      if ((refs & R.REF_PCREL) != 0 && (st & B_ADDR) != 0) {
+        near = true; nearLo = min(nearLo, load<u64>(r + S_BOUND)); nearHi = max(nearHi, load<u64>(r + S_BOUND));
       }
       store<u32>(r + S_STATE, st);
     }
     this.gotSlots = slots + 2 * <u32>this.ldModules.length;
     // Stubs: every candidate into another section, and every one whose symbol is bound.
     let stubs: u32 = 0;
-    for (let c: u32 = 0; c < this.candCount; c++) {
-      const p = this.cands + <usize>c * CAND;
+    const n = this.candCount;
+    for (let k: u32 = 0; k < n; k++) {
+      const p = this.cand(k);
       const sym = load<u32>(p);
       let fl = load<u32>(p, 4) & ~C_RESERVED;
       if ((fl & C_NEEDED) != 0 || (load<u32>(this.rec(sym) + S_STATE) & (B_ADDR | B_PLT)) != 0) {
@@ -825,12 +657,14 @@ export class Relocator {
     if (this.gotBaseSet && (this.infoFlags & INFO_GOT_BASE) != 0) {
       near = true; nearLo = min(nearLo, this.gotBase); nearHi = max(nearHi, this.gotBase);
     }
+    let planFlags = this.planFlags;
     if (near) {
-      this.planFlags |= PLAN_NEAR;
+      planFlags |= PLAN_NEAR;
       this.nearLo = nearLo;
       this.nearHi = nearHi;
     }
-    this.below = (this.planFlags & PLAN_BELOW_2G) != 0 ? 0x80000000 : (this.planFlags & PLAN_BELOW_4G) != 0 ? 0x100000000 : 0;
+    store<u32>(this.ctx, planFlags, C_PLAN);
+    this.below = (planFlags & PLAN_BELOW_2G) != 0 ? 0x80000000 : (planFlags & PLAN_BELOW_4G) != 0 ? 0x100000000 : 0;
     this.state = ST_PLANNED;
     return 0;
   }
@@ -844,27 +678,21 @@ export class Relocator {
   }
 
   maxAlign(): u64 {
-    let a: u64 = 16;
-    const secs = this.elf.sections;
-    for (let s: u32 = 1; s < this.nsec; s++) {
-      const sec = secs[s];
-      if ((sec.flags & D.SHF_ALLOC) != 0 && sec.align > a) a = sec.align;
-    }
-    return a;
+    return this.maxAlignment;
   }
 
   // ---- placement -----------------------------------------------------------------------------
 
   place(s: u32, addr: u64): i32 {
     if (s == 0 || s >= this.nsec) return fail(Err.BAD_ARGUMENT, "reloc_place: " + s.toString() + " is not a section (1.." + (this.nsec - 1).toString() + ")");
-    const sec = this.elf.sections[s];
-    if ((sec.flags & D.SHF_ALLOC) == 0) return fail(Err.RELOC_BAD_PLACEMENT, "reloc_place: section " + this.sectionName(s) + " is not SHF_ALLOC (not part of the loaded image)");
-    if (sec.align > 1 && (addr & (sec.align - 1)) != 0) {
-      return fail(Err.RELOC_BAD_PLACEMENT, "reloc_place: address " + hex(addr) + " of section " + this.sectionName(s) + " is not aligned to its sh_addralign " + sec.align.toString());
+    const x = this.sec(s);
+    const align = load<u64>(x, X_ALIGN);
+    if ((load<u64>(x, X_FLAGS) & D.SHF_ALLOC) == 0) return fail(Err.RELOC_BAD_PLACEMENT, "reloc_place: section " + this.sectionName(s) + " is not SHF_ALLOC (not part of the loaded image)");
+    if (align > 1 && (addr & (align - 1)) != 0) {
+      return fail(Err.RELOC_BAD_PLACEMENT, "reloc_place: address " + hex(addr) + " of section " + this.sectionName(s) + " is not aligned to its sh_addralign " + align.toString());
     }
-    if (addr + sec.size < addr) return fail(Err.RELOC_BAD_PLACEMENT, "reloc_place: section " + this.sectionName(s) + " at " + hex(addr) + " wraps around the address space");
-    this.secAddr[s] = addr;
-    this.secPlaced[s] = 1;
+    if (addr + load<u64>(x, X_SIZE) < addr) return fail(Err.RELOC_BAD_PLACEMENT, "reloc_place: section " + this.sectionName(s) + " at " + hex(addr) + " wraps around the address space");
+    this.setPlaced(s, addr);
     return 0;
   }
 
@@ -927,26 +755,15 @@ export class Relocator {
     return <i64>(p - base);
   }
 
-  /** Which group of the automatic layout a section belongs to (-1: not loaded). */
-  private layoutKind(s: u32): i32 {
-    const sec = this.elf.sections[s];
-    const fl = sec.flags;
-    if ((fl & D.SHF_ALLOC) == 0) return -1;
-    if ((fl & D.SHF_TLS) != 0) return sec.hasData ? K_TDATA : K_TBSS;
-    if ((fl & D.SHF_EXECINSTR) != 0) return K_EXEC;
-    if ((fl & D.SHF_WRITE) == 0) return K_RODATA;
-    return sec.hasData ? K_DATA : K_BSS;
-  }
-
   private placeKind(p: u64, kind: i32): u64 {
-    const secs = this.elf.sections;
+    const sp = this.secs;
     for (let s: u32 = 1; s < this.nsec; s++) {
-      if (this.layoutKind(s) != kind) continue;
-      const sec = secs[s];
-      p = alignUp(p, sec.align);
-      this.secAddr[s] = p;
-      this.secPlaced[s] = 1;
-      p += sec.size;
+      const x = sp + <usize>s * SEC;
+      if (<i32>load<i8>(x, X_KIND) != kind) continue;
+      p = alignUp(p, load<u64>(x, X_ALIGN));
+      store<u64>(x, p, X_ADDR);
+      store<u8>(x, 1, X_PLACED);
+      p += load<u64>(x, X_SIZE);
     }
     return p;
   }
@@ -955,18 +772,18 @@ export class Relocator {
   tlsAlign(): u64 {
     let a: u64 = 1;
     for (let s: u32 = 1; s < this.nsec; s++) {
-      const sec = this.elf.sections[s];
-      if ((sec.flags & D.SHF_ALLOC) != 0 && (sec.flags & D.SHF_TLS) != 0 && sec.align > a) a = sec.align;
+      const x = this.sec(s);
+      const fl = load<u64>(x, X_FLAGS);
+      if ((fl & D.SHF_ALLOC) != 0 && (fl & D.SHF_TLS) != 0 && load<u64>(x, X_ALIGN) > a) a = load<u64>(x, X_ALIGN);
     }
     return a;
   }
 
-  /** Address of the first SHF_TLS section placed by the layout (the TLS image's start), or -1. */
+  /** Address of the first SHF_TLS section placed (the TLS image's start), or -1. */
   tlsImageStart(): i64 {
     let lo: u64 = <u64>-1;
     for (let s: u32 = 1; s < this.nsec; s++) {
-      const sec = this.elf.sections[s];
-      if ((sec.flags & D.SHF_TLS) != 0 && this.secPlaced[s] != 0 && this.secAddr[s] < lo) lo = this.secAddr[s];
+      if ((this.secFlags(s) & D.SHF_TLS) != 0 && this.isPlaced(s) && this.secAddr(s) < lo) lo = this.secAddr(s);
     }
     return lo == <u64>-1 ? -1 : <i64>lo;
   }
@@ -996,16 +813,19 @@ export class Relocator {
    * .tbss (SHF_TLS and SHT_NOBITS) has addresses but no bytes anywhere: each thread's copy
    * is made by the TLS runtime, and a linker lets the next section overlap its range.
    */
-  private noImage(s: u32): bool {
-    const sec = this.elf.sections[s];
-    return (sec.flags & D.SHF_TLS) != 0 && !sec.hasData;
+  @inline private noImage(s: u32): bool {
+    return (this.secFlags(s) & D.SHF_TLS) != 0 && load<u8>(this.sec(s), X_DATA) == 0;
   }
 
-  /** 1 when [addr, addr+size) lies in the window, 0 when wholly outside it and `partial`, else -1 (error recorded). */
-  private windowed(addr: u64, size: u64, base: u64, len: u64, partial: bool, what: string): i32 {
+  /**
+   * 1 when [addr, addr+size) lies in the window, 0 when wholly outside it and `partial`,
+   * else -1 (error recorded). `piece`: a section index, WINDOW_GOT or WINDOW_STUBS.
+   */
+  private windowed(addr: u64, size: u64, base: u64, len: u64, partial: bool, piece: i32): i32 {
     if (addr >= base && addr - base <= len && size <= len - (addr - base)) return 1;
     const end = base + len;
     if (partial && (addr + size <= base || addr >= end)) return 0;
+    const what = piece == WINDOW_GOT ? "the GOT" : piece == WINDOW_STUBS ? "the stubs" : "section " + this.sectionName(<u32>piece);
     fail(Err.RELOC_BAD_PLACEMENT, "reloc_apply: " + what + " at " + hex(addr) + " (size " + hex(size) + ") is " + (partial ? "partly " : "") + "outside the output window " + hex(base) + "+" + hex(len));
     return -1;
   }
@@ -1017,44 +837,55 @@ export class Relocator {
     if ((this.infoFlags & INFO_GOT_BASE) != 0 && !this.gotBaseSet && !this.gotPlaced) {
       return fail(Err.RELOC_NOT_PLACED, "reloc_apply: relocations use the GOT's address; place the GOT or set a GOT base");
     }
-    if (!this.gotBaseSet) this.gotBase = this.gotAddr;
+    this.syncGot();
     // Everything written must lie in the window; with `partial`, what lies wholly outside
     // it is skipped (the caller applies again with another window), but nothing may straddle.
-    const secs = this.elf.sections;
-    this.written.fill(0);
+    const sp = this.secs;
     for (let s: u32 = 1; s < this.nsec; s++) {
-      if (this.secPlaced[s] == 0 || this.noImage(s)) continue;
-      const w = this.windowed(this.secAddr[s], secs[s].size, base, len, partial, "section " + this.sectionName(s));
-      if (w < 0) return Err.RELOC_BAD_PLACEMENT;
-      this.written[s] = <u8>w;
+      const x = sp + <usize>s * SEC;
+      store<u8>(x, 0, X_WRITTEN);
+      if (load<u8>(x, X_PLACED) == 0 || this.noImage(s)) continue;
+      const addr = load<u64>(x, X_ADDR);
+      const size = load<u64>(x, X_SIZE);
+      if (addr >= base && addr - base <= len && size <= len - (addr - base)) {
+        store<u8>(x, 1, X_WRITTEN);
+        continue;
+      }
+      if (this.windowed(addr, size, base, len, partial, <i32>s) < 0) return Err.RELOC_BAD_PLACEMENT;
     }
     let gotIn = 0;
     if (this.gotSlots > 0) {
-      gotIn = this.windowed(this.gotAddr, this.gotSize(), base, len, partial, "the GOT");
+      gotIn = this.windowed(this.gotAddr, this.gotSize(), base, len, partial, WINDOW_GOT);
       if (gotIn < 0) return Err.RELOC_BAD_PLACEMENT;
     }
     let stubsIn = 0;
     if (this.stubCount > 0) {
-      stubsIn = this.windowed(this.stubAddr, this.stubSize(), base, len, partial, "the stubs");
+      stubsIn = this.windowed(this.stubAddr, this.stubSize(), base, len, partial, WINDOW_STUBS);
       if (stubsIn < 0) return Err.RELOC_BAD_PLACEMENT;
     }
     // Resolve what the relocations refer to.
-    for (let k: u32 = 0; k < this.refCount; k++) this.resolve(load<u32>(this.refList + <usize>k * 4));
+    const c = this.ctx;
+    for (let k: u32 = 0; k < this.refCount; k++) resolveSymbol(c, load<u32>(this.refList + <usize>k * 4));
     this.assignGot();
     // Contents.
+    const input = this.b.base;
     for (let s: u32 = 1; s < this.nsec; s++) {
-      if (this.written[s] == 0) continue;
-      const sec = secs[s];
-      const dst = out + <usize>(this.secAddr[s] - base);
-      if (sec.hasData) memory.copy(dst, this.b.ptr(sec.offset), <usize>sec.size);
-      else memory.fill(dst, 0, <usize>sec.size);
+      const x = sp + <usize>s * SEC;
+      if (load<u8>(x, X_WRITTEN) == 0) continue;
+      const dst = out + <usize>(load<u64>(x, X_ADDR) - base);
+      const size = <usize>load<u64>(x, X_SIZE);
+      if (load<u8>(x, X_DATA) != 0) memory.copy(dst, input + <usize>load<u64>(x, X_OFFSET), size);
+      else memory.fill(dst, 0, size);
     }
     // Relocations of the placed sections.
-    for (let k = 0; k < this.tables.length; k++) {
-      const t = unchecked(this.tables[k]);
-      if (this.written[t.target] == 0) continue;
-      const r = this.applyTable(t, out, base);
-      if (r != 0) return r;
+    for (let k: u32 = 0; k < this.tableCount; k++) {
+      const tp = this.tables + <usize>k * 16;
+      const T = load<u32>(tp, 12);
+      const x = sp + <usize>T * SEC;
+      if (load<u8>(x, X_WRITTEN) == 0) continue;
+      const secBase = load<u64>(x, X_ADDR);
+      const failed = applyRelocs(c, input + <usize>load<u64>(tp), load<u32>(tp, 8), T, secBase, out + <usize>(secBase - base));
+      if (failed != 0) return this.applyError(failed, T);
     }
     if (gotIn > 0) {
       const r = this.writeGot(out, base);
@@ -1064,204 +895,7 @@ export class Relocator {
     return 0;
   }
 
-  // The relocation switch. Locals are named after the psABI letters: S, A, P, L (a PLT
-  // entry or S), G (a GOT slot's address, i.e. G + GOT), GOT (the GOT base).
-  private applyTable(t: RelaTable, out: usize, base: u64): i32 {
-    const T = <u32>t.target;
-    const secBase = this.secAddr[T];
-    const loc0 = out + <usize>(secBase - base);
-    const syms = this.syms;
-    const GOT = this.gotBase;
-    let o = this.b.base + <usize>t.offset;
-    const end = o + <usize>t.count * D.RELA_SIZE;
-    for (; o < end; o += D.RELA_SIZE) {
-      const off = load<u64>(o);
-      const info = load<u64>(o, 8);
-      const A = load<i64>(o, 16);
-      const type = <u32>info;
-      const r = syms + <usize>(info >> 32) * SREC;
-      const st = load<u32>(r, S_STATE);
-      const S = load<u64>(r, S_VALUE);
-      const P = secBase + off;
-      const loc = loc0 + <usize>off;
-      switch (type) {
-        case R.R_NONE:
-          break;
-        case R.R_64: {
-          if ((st & RESOLVED) == 0) return this.unresolved(o, T);
-          store<u64>(loc, S + <u64>A);
-          break;
-        }
-        case R.R_PC32: {
-          if ((st & RESOLVED) == 0) return this.unresolved(o, T);
-          const v = <i64>(S + <u64>A - P);
-          if (signed32(v)) store<i32>(loc, <i32>v);
-          else if (!this.viaStub(o, T, S, P, loc)) return Err.RELOC_OUT_OF_RANGE;
-          break;
-        }
-        case R.R_PLT32: {
-          let L = S;
-          if ((st & B_PLT) != 0) L = load<u64>(r, S_PLT);
-          else if ((st & RESOLVED) == 0) return this.unresolved(o, T);
-          const v = <i64>(L + <u64>A - P);
-          if (signed32(v)) store<i32>(loc, <i32>v);
-          else if (!this.viaStub(o, T, L, P, loc)) return Err.RELOC_OUT_OF_RANGE;
-          break;
-        }
-        case R.R_GOTPCREL: case R.R_GOTPCRELX: case R.R_REX_GOTPCRELX:
-        case R.R_CODE_4_GOTPCRELX: case R.R_CODE_5_GOTPCRELX: case R.R_CODE_6_GOTPCRELX: {
-          const v = <i64>(load<u64>(r, S_GOT) + <u64>A - P);
-          if (!this.check(v, -2147483648, 2147483647, o, T)) return Err.RELOC_OUT_OF_RANGE;
-          store<i32>(loc, <i32>v);
-          break;
-        }
-        case R.R_32: {
-          if ((st & RESOLVED) == 0) return this.unresolved(o, T);
-          const v = <i64>(S + <u64>A);
-          if (!this.check(v, 0, 0xffffffff, o, T)) return Err.RELOC_OUT_OF_RANGE;
-          store<u32>(loc, <u32>v);
-          break;
-        }
-        case R.R_32S: {
-          if ((st & RESOLVED) == 0) return this.unresolved(o, T);
-          const v = <i64>(S + <u64>A);
-          if (!this.check(v, -2147483648, 2147483647, o, T)) return Err.RELOC_OUT_OF_RANGE;
-          store<i32>(loc, <i32>v);
-          break;
-        }
-        case R.R_TLSGD: {
-          const v = <i64>(load<u64>(r, S_GDGOT) + <u64>A - P);
-          if (!this.check(v, -2147483648, 2147483647, o, T)) return Err.RELOC_OUT_OF_RANGE;
-          store<i32>(loc, <i32>v);
-          break;
-        }
-        case R.R_TLSLD: {
-          const v = <i64>(load<u64>(r, S_LDGOT) + <u64>A - P);
-          if (!this.check(v, -2147483648, 2147483647, o, T)) return Err.RELOC_OUT_OF_RANGE;
-          store<i32>(loc, <i32>v);
-          break;
-        }
-        case R.R_GOTTPOFF: case R.R_CODE_4_GOTTPOFF: case R.R_CODE_5_GOTTPOFF: case R.R_CODE_6_GOTTPOFF: {
-          const v = <i64>(load<u64>(r, S_TPGOT) + <u64>A - P);
-          if (!this.check(v, -2147483648, 2147483647, o, T)) return Err.RELOC_OUT_OF_RANGE;
-          store<i32>(loc, <i32>v);
-          break;
-        }
-        case R.R_DTPOFF32: {
-          if ((st & RESOLVED) == 0) return this.unresolved(o, T);
-          const v = <i64>(S + <u64>A);
-          if (!this.check(v, -2147483648, 2147483647, o, T)) return Err.RELOC_OUT_OF_RANGE;
-          store<i32>(loc, <i32>v);
-          break;
-        }
-        case R.R_DTPOFF64: {
-          if ((st & RESOLVED) == 0) return this.unresolved(o, T);
-          store<u64>(loc, S + <u64>A);
-          break;
-        }
-        case R.R_TPOFF32: {
-          if ((st & TLS_STATIC) == 0) return this.notStatic(o, T);
-          const v = load<i64>(r, S_TPOFF) + A;
-          if (!this.check(v, -2147483648, 2147483647, o, T)) return Err.RELOC_OUT_OF_RANGE;
-          store<i32>(loc, <i32>v);
-          break;
-        }
-        case R.R_PC64: {
-          if ((st & RESOLVED) == 0) return this.unresolved(o, T);
-          store<u64>(loc, S + <u64>A - P);
-          break;
-        }
-        case R.R_GOTOFF64: {
-          if ((st & RESOLVED) == 0) return this.unresolved(o, T);
-          store<u64>(loc, S + <u64>A - GOT);
-          break;
-        }
-        case R.R_GOTPC32: {
-          const v = <i64>(GOT + <u64>A - P);
-          if (!this.check(v, -2147483648, 2147483647, o, T)) return Err.RELOC_OUT_OF_RANGE;
-          store<i32>(loc, <i32>v);
-          break;
-        }
-        case R.R_GOT32: {
-          const v = <i64>(load<u64>(r, S_GOT) - GOT + <u64>A);
-          if (!this.check(v, -2147483648, 2147483647, o, T)) return Err.RELOC_OUT_OF_RANGE;
-          store<i32>(loc, <i32>v);
-          break;
-        }
-        case R.R_GOT64: case R.R_GOTPLT64: {
-          store<u64>(loc, load<u64>(r, S_GOT) - GOT + <u64>A);
-          break;
-        }
-        case R.R_GOTPCREL64: {
-          store<u64>(loc, load<u64>(r, S_GOT) + <u64>A - P);
-          break;
-        }
-        case R.R_GOTPC64: {
-          store<u64>(loc, GOT + <u64>A - P);
-          break;
-        }
-        case R.R_PLTOFF64: {
-          let L = S;
-          if ((st & B_PLT) != 0) L = load<u64>(r, S_PLT);
-          else if ((st & RESOLVED) == 0) return this.unresolved(o, T);
-          store<u64>(loc, L - GOT + <u64>A);
-          break;
-        }
-        case R.R_16: {
-          if ((st & RESOLVED) == 0) return this.unresolved(o, T);
-          const v = <i64>(S + <u64>A);
-          if (!this.check(v, -0x8000, 0xffff, o, T)) return Err.RELOC_OUT_OF_RANGE;
-          store<u16>(loc, <u16>v);
-          break;
-        }
-        case R.R_PC16: {
-          if ((st & RESOLVED) == 0) return this.unresolved(o, T);
-          const v = <i64>(S + <u64>A - P);
-          if (!this.check(v, -0x8000, 0x7fff, o, T)) return Err.RELOC_OUT_OF_RANGE;
-          store<u16>(loc, <u16>v);
-          break;
-        }
-        case R.R_8: {
-          if ((st & RESOLVED) == 0) return this.unresolved(o, T);
-          const v = <i64>(S + <u64>A);
-          if (!this.check(v, -0x80, 0xff, o, T)) return Err.RELOC_OUT_OF_RANGE;
-          store<u8>(loc, <u8>v);
-          break;
-        }
-        case R.R_PC8: {
-          if ((st & RESOLVED) == 0) return this.unresolved(o, T);
-          const v = <i64>(S + <u64>A - P);
-          if (!this.check(v, -0x80, 0x7f, o, T)) return Err.RELOC_OUT_OF_RANGE;
-          store<u8>(loc, <u8>v);
-          break;
-        }
-        case R.R_SIZE32: case R.R_SIZE64: {
-          const sym = <u32>(info >> 32);
-          if (sym == 0 || this.isUndefined(sym)) return this.sizeUnknown(o, T);
-          const v = <i64>(this.symSize(sym) + <u64>A);
-          if (type == R.R_SIZE64) store<u64>(loc, <u64>v);
-          else {
-            if (!this.check(v, 0, 0xffffffff, o, T)) return Err.RELOC_OUT_OF_RANGE;
-            store<u32>(loc, <u32>v);
-          }
-          break;
-        }
-        default:
-          // The scan admitted only the types above.
-          return fail(Err.RELOC_UNKNOWN_TYPE, "unknown relocation type " + type.toString() + " at " + this.sectionName(T) + "+" + hex(off));
-      }
-    }
-    return 0;
-  }
-
-  // ---- the range check, and the other errors of the switch ----------------------------------
-
-  /** The one range check: a value outside [lo, hi] fails naming the type, symbol, value and range. */
-  @inline private check(v: i64, lo: i64, hi: i64, rela: usize, T: u32): bool {
-    if (v >= lo && v <= hi) return true;
-    this.rangeError(v, lo, hi, rela, T);
-    return false;
-  }
+  // ---- the errors of the switch ------------------------------------------------------------------
 
   private where(rela: usize, T: u32): string {
     const info = load<u64>(rela, 8);
@@ -1270,52 +904,22 @@ export class Relocator {
       " at " + this.sectionName(T) + "+" + hex(load<u64>(rela));
   }
 
-  private rangeError(v: i64, lo: i64, hi: i64, rela: usize, T: u32): void {
-    fail(Err.RELOC_OUT_OF_RANGE, this.where(rela, T) + ": value " + shex(v) + " is out of range [" + shex(lo) + ", " + shex(hi) + "]");
-  }
-
-  private unresolved(rela: usize, T: u32): i32 {
+  /** The message of a failure applyRelocs reported at the record `rela` of section T. */
+  private applyError(rela: usize, T: u32): i32 {
+    const c = this.ctx;
     const sym = <u32>(load<u64>(rela, 8) >> 32);
-    return fail(Err.RELOC_UNDEFINED, this.where(rela, T) + ": " + this.unreason(sym));
-  }
-
-  private notStatic(rela: usize, T: u32): i32 {
-    const sym = <u32>(load<u64>(rela, 8) >> 32);
-    const st = load<u32>(this.rec(sym) + S_STATE);
-    if ((st & RESOLVED) == 0) return this.unresolved(rela, T);
-    return fail(Err.RELOC_TLS, this.where(rela, T) + ": TLS module " + load<u64>(this.rec(sym) + S_MODULE).toString() + " is not in static TLS (dlopen'ed); initial- and local-exec access to it is refused");
-  }
-
-  private sizeUnknown(rela: usize, T: u32): i32 {
-    return fail(Err.RELOC_UNDEFINED, this.where(rela, T) + ": the size of an undefined symbol is unknown");
-  }
-
-  /**
-   * A rel32 call or jump (or a PLT32 in data) that does not reach L goes through its stub.
-   * False (error recorded) when there is none or the stub is out of reach too.
-   */
-  private viaStub(rela: usize, T: u32, L: u64, P: u64, loc: usize): bool {
-    const info = load<u64>(rela, 8);
-    const type = <u32>info;
-    const sym = <u32>(info >> 32);
-    const A = load<i64>(rela, 16);
-    const off = load<u64>(rela);
-    const branch = this.isBranch(T, off);
-    if (type == R.R_PC32 && !branch) {
-      this.rangeError(<i64>(L + <u64>A - P), -2147483648, 2147483647, rela, T);
-      return false;
+    switch (load<u32>(c, C_ERRKIND)) {
+      case E_APPLY_RANGE:
+        // The one range error: the relocation, the symbol, the value and the allowed range.
+        return fail(Err.RELOC_OUT_OF_RANGE, this.where(rela, T) + ": value " + shex(load<i64>(c, C_ERRVALUE)) + " is out of range [" + shex(load<i64>(c, C_ERRLO)) + ", " + shex(load<i64>(c, C_ERRHI)) + "]");
+      case E_APPLY_UNRESOLVED:
+        return fail(Err.RELOC_UNDEFINED, this.where(rela, T) + ": " + this.unreason(sym));
+      case E_APPLY_NOT_STATIC:
+        return fail(Err.RELOC_TLS, this.where(rela, T) + ": TLS module " + load<u64>(this.rec(sym) + S_MODULE).toString() + " is not in static TLS (dlopen'ed); initial- and local-exec access to it is refused");
+      case E_APPLY_SIZE:
+        return fail(Err.RELOC_UNDEFINED, this.where(rela, T) + ": the size of an undefined symbol is unknown");
     }
-    const c = this.findCandidate(sym, branch, A);
-    if (c < 0 || (load<u32>(this.cands + <usize>c * CAND, 4) & C_RESERVED) == 0) {
-      this.rangeError(<i64>(L + <u64>A - P), -2147483648, 2147483647, rela, T);
-      return false;
-    }
-    const stub = this.stubAddr + <u64>load<u32>(this.cands + <usize>c * CAND, 16) * JUMP_STUB_SIZE;
-    // A branch lands on the stub (the stub goes on to S + A + 4); data uses the stub as L.
-    const v = branch ? <i64>(stub - P - 4) : <i64>(stub + <u64>A - P);
-    if (!this.check(v, -2147483648, 2147483647, rela, T)) return false;
-    store<i32>(loc, <i32>v);
-    return true;
+    return fail(Err.RELOC_UNKNOWN_TYPE, "unknown relocation type " + (<u32>load<u64>(rela, 8)).toString() + " at " + this.sectionName(T) + "+" + hex(load<u64>(rela)));
   }
 
   // ---- GOT and stubs ------------------------------------------------------------------------------
@@ -1355,9 +959,9 @@ export class Relocator {
     return 0;
   }
 
-  /** Target of candidate c: L (or S) of its symbol, plus A + 4 for a branch. */
-  stubTarget(c: u32): u64 {
-    const p = this.cands + <usize>c * CAND;
+  /** Target of candidate k: L (or S) of its symbol, plus A + 4 for a branch. */
+  stubTarget(k: u32): u64 {
+    const p = this.cand(k);
     const r = this.rec(load<u32>(p));
     const st = load<u32>(r + S_STATE);
     const L = (st & B_PLT) != 0 ? load<u64>(r + S_PLT) : load<u64>(r);
@@ -1367,13 +971,14 @@ export class Relocator {
   private writeStubs(out: usize, base: u64): i32 {
     if (this.stubCount == 0) return 0;
     const w = new X86Writer(out + <usize>(this.stubAddr - base), this.stubCount * JUMP_STUB_SIZE, this.stubAddr);
-    for (let c: u32 = 0; c < this.candCount; c++) {
-      const p = this.cands + <usize>c * CAND;
+    const n = this.candCount;
+    for (let k: u32 = 0; k < n; k++) {
+      const p = this.cand(k);
       if ((load<u32>(p, 4) & C_RESERVED) == 0) continue;
-      const r = this.rec(load<u32>(p));
-      const st = load<u32>(r + S_STATE);
-      if ((st & (B_PLT | RESOLVED)) == 0) return fail(Err.RELOC_UNDEFINED, "jump stub for " + this.symDesc(load<u32>(p)) + ": " + this.unreason(load<u32>(p)));
-      w.putJumpStub(this.stubTarget(c));
+      const sym = load<u32>(p);
+      const st = load<u32>(this.rec(sym) + S_STATE);
+      if ((st & (B_PLT | RESOLVED)) == 0) return fail(Err.RELOC_UNDEFINED, "jump stub for " + this.symDesc(sym) + ": " + this.unreason(sym));
+      w.putJumpStub(this.stubTarget(k));
     }
     return 0;
   }
@@ -1417,14 +1022,15 @@ export class Relocator {
   /** Stub records (32 bytes): addr u64, target u64, sym u32, flags u32 (1 branch), addend i64. Valid after apply. */
   stubRecords(first: u32, count: u32, out: usize): i32 {
     let w: u32 = 0;
-    for (let c: u32 = 0; c < this.candCount; c++) {
-      const p = this.cands + <usize>c * CAND;
+    const n = this.candCount;
+    for (let k: u32 = 0; k < n; k++) {
+      const p = this.cand(k);
       if ((load<u32>(p, 4) & C_RESERVED) == 0) continue;
       const idx = load<u32>(p, 16);
       if (idx < first || idx - first >= count) continue;
       const o = out + <usize>(idx - first) * 32;
       store<u64>(o, this.stubAddr + <u64>idx * JUMP_STUB_SIZE);
-      store<u64>(o + 8, this.stubTarget(c));
+      store<u64>(o + 8, this.stubTarget(k));
       store<u32>(o + 16, load<u32>(p));
       store<u32>(o + 20, load<u32>(p, 4) & C_BRANCH);
       store<i64>(o + 24, load<i64>(p, 8));
@@ -1439,7 +1045,7 @@ export class Relocator {
     const r = this.rec(i);
     const nameOff = this.elf.symName(<SymTable>this.symtab, i);
     const nameLen = foundLen;
-    const raw = this.b.u16(this.symOff(i) + 6);
+    const raw = this.symRawShndx(i);
     const st = load<u32>(r + S_STATE);
     let flags: u32 = 0;
     if (raw == D.SHN_UNDEF) flags |= 1;
@@ -1453,7 +1059,7 @@ export class Relocator {
     store<u32>(out + 12, nameLen);
     store<u32>(out + 16, this.symSection(i));
     store<u8>(out + 20, this.symInfo(i));
-    store<u8>(out + 21, this.b.u8(this.symOff(i) + 5));
+    store<u8>(out + 21, load<u8>(this.symBase + <usize>i * D.SYM_SIZE, 5));
     store<u16>(out + 22, <u16>flags);
     store<u64>(out + 24, this.symValue(i));
   }

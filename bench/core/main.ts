@@ -8,6 +8,7 @@ import { printTable, type Row } from "../table.js";
 const sections: Array<[string, () => Promise<{ run(): Promise<Row[]> }>]> = [
   ["elf", () => import("./elf.js")],
   ["symbols", () => import("./symbols.js")],
+  ["reloc", () => import("./reloc.js")],
 ];
 
 const only = process.env.BENCH_ONLY?.split(",");

@@ -40,6 +40,8 @@ export interface RelocInfo {
   sections: number;
   stubCandidates: number;
   maxAlign: bigint;
+  /** Referenced symbols without a section (undefined, absolute, common): the first of refs(). */
+  refUndefined: number;
 }
 
 export interface RelocRef {
@@ -133,7 +135,7 @@ export class Relocation {
     this.x = this.core.exports as unknown as RelocExports;
     this.handle = this.x.reloc_open(elf.handle);
     if (this.handle === 0) throw this.core.lastError(elf.name);
-    this.info = this.scratch(32, (out) => {
+    this.info = this.scratch(48, (out) => {
       this.ok(this.x.reloc_info(this.handle, out));
       const v = this.core.view;
       const flags = v.getUint32(out + 12, true);
@@ -149,6 +151,7 @@ export class Relocation {
         sections: v.getUint32(out + 16, true),
         stubCandidates: v.getUint32(out + 20, true),
         maxAlign: v.getBigUint64(out + 24, true),
+        refUndefined: v.getUint32(out + 32, true),
       };
     });
   }
@@ -172,9 +175,12 @@ export class Relocation {
     if (code !== 0) throw this.core.lastError(this.elf.name);
   }
 
-  /** The symbols the relocations refer to, with what they ask for. */
-  refs(): RelocRef[] {
-    const n = this.info.refCount;
+  /**
+   * The symbols the relocations refer to, with what they ask for: those without a section
+   * (undefined, absolute, common) first, then the defined ones. `undefinedOnly`: the first group.
+   */
+  refs(undefinedOnly = false): RelocRef[] {
+    const n = undefinedOnly ? this.info.refUndefined : this.info.refCount;
     return this.scratch(32 * n, (out) => {
       if (this.x.reloc_refs(this.handle, 0, n, out) < 0) throw this.core.lastError(this.elf.name);
       const v = this.core.view;
