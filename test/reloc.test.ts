@@ -388,3 +388,109 @@ describe("relocation engine", () => {
     r.close();
   });
 });
+
+// Malformed objects the ELF reader accepts (it checks headers, tables and indices, not
+// relocation semantics): relocation records, symbols and section headers mutated at
+// random. Every case runs the whole pipeline; it may fail with a relocation error, never
+// trap, abort, or write outside its output window (guard bytes around it are checked).
+describe("relocation engine on mutated objects", () => {
+  it("fails with a named error, or relocates inside its window, in every case", () => {
+    let seed = 0x1234567;
+    const rand = (n: number) => {
+      seed ^= seed << 13;
+      seed ^= seed >>> 17;
+      seed ^= seed << 5;
+      return (seed >>> 0) % n;
+    };
+    const x = core.exports as unknown as {
+      alloc(n: number): number;
+      free(p: number): void;
+      reloc_apply(h: number, out: number, len: number, base: bigint, flags: number): number;
+    };
+    let applied = 0;
+    let refused = 0;
+    const codes = new Map<number, number>();
+    for (const name of ["pie", "nopie", "pic"]) {
+      const orig = new Uint8Array(readFileSync(obj[name]));
+      const probe = new ElfReader(core, orig, obj[name]);
+      const secs = probe.sections();
+      const symtab = secs.find((s) => s.type === 2)!;
+      const relas = secs.filter((s) => s.type === 4 && (secs[s.info].flags & 2n) !== 0n && s.size > 0n);
+      const allocs = secs.filter((s) => (s.flags & 2n) !== 0n);
+      probe.close();
+      const dv = (b: Uint8Array) => new DataView(b.buffer, b.byteOffset, b.byteLength);
+      for (let n = 0; n < 400; n++) {
+        const data = orig.slice();
+        const v = dv(data);
+        for (let m = 1 + rand(3); m > 0; m--) {
+          const what = rand(10);
+          if (what < 6) {
+            const t = relas[rand(relas.length)];
+            const o = Number(t.offset) + 24 * rand(Number(t.size / 24n));
+            const field = rand(4);
+            if (field === 0) v.setBigUint64(o, BigInt(rand(2) ? rand(0x400) : rand(0x7fffffff)) * BigInt(1 + rand(3) * 0x10000), true);
+            else if (field === 1) v.setUint32(o + 8, rand(3) ? rand(56) : rand(0xffffffff), true);
+            else if (field === 2) v.setUint32(o + 12, rand(Number(symtab.size / 24n) + 2), true);
+            else v.setBigInt64(o + 16, BigInt(rand(2) ? rand(64) - 32 : rand(0x7fffffff)) << BigInt(rand(40)), true);
+          } else if (what < 8) {
+            const o = Number(symtab.offset) + 24 * (1 + rand(Number(symtab.size / 24n) - 1));
+            if (rand(2)) v.setUint16(o + 6, rand(4) ? rand(secs.length + 2) : [0, 0xfff1, 0xfff2, 0xffff][rand(4)], true);
+            else v.setUint8(o + 4, rand(256));
+          } else {
+            const s = allocs[rand(allocs.length)];
+            const h = Number(v.getBigUint64(0x28, true)) + 64 * s.index;
+            const field = rand(3);
+            if (field === 0) v.setBigUint64(h + 32, BigInt(rand(0x1000)), true); // sh_size
+            else if (field === 1) v.setBigUint64(h + 48, 1n << BigInt(rand(40)), true); // sh_addralign
+            else v.setBigUint64(h + 8, BigInt(rand(0x800)), true); // sh_flags
+          }
+        }
+        let elf: ElfReader;
+        try {
+          elf = new ElfReader(core, data, `${name} case ${n}`);
+        } catch (e) {
+          expect(e).toBeInstanceOf(CoreError);
+          continue;
+        }
+        try {
+          const r = new Relocation(elf);
+          try {
+            bindAll(r, () => 0x7f0000001000n);
+            r.plan();
+            const base = 0x400000n * BigInt(1 + rand(4));
+            const size = Number(r.layout(base));
+            r.setTls({ module: 1n, tlsStart: r.tlsImage ?? base, blockTpoff: -0x1000n });
+            const p = x.alloc(size + 64);
+            try {
+              new Uint8Array(core.exports.memory.buffer).fill(0xab, p, p + size + 64);
+              const code = x.reloc_apply(r.handle, p + 32, size, base, 0);
+              const mem = new Uint8Array(core.exports.memory.buffer);
+              for (let i = 0; i < 32; i++) {
+                expect(mem[p + i], `guard before the window, ${name} case ${n}`).toBe(0xab);
+                expect(mem[p + 32 + size + i], `guard after the window, ${name} case ${n}`).toBe(0xab);
+              }
+              if (code !== 0) throw core.lastError();
+              applied++;
+            } finally {
+              x.free(p);
+            }
+          } finally {
+            r.close();
+          }
+        } catch (e) {
+          if (!(e instanceof CoreError)) throw e; // a trap (RuntimeError) or a test bug
+          expect(e.message, `${name} case ${n}`).not.toMatch(/aborted/);
+          expect(e.code === 2 || e.code >= 300, `${name} case ${n}: ${e.message}`).toBe(true);
+          codes.set(e.code, (codes.get(e.code) ?? 0) + 1);
+          refused++;
+        } finally {
+          elf.close();
+        }
+      }
+    }
+    // Both outcomes occur: the mutations reach the engine's checks and leave some objects valid.
+    expect(applied).toBeGreaterThan(50);
+    expect(refused).toBeGreaterThan(50);
+    expect([...codes.keys()].filter((c) => c >= 300).length).toBeGreaterThanOrEqual(4);
+  });
+});
