@@ -139,6 +139,8 @@ describe("symbol index of a linked program", () => {
       expect(x.findLocal("helper", { sympos: i + 1 })).toBe(r.index);
       expect(x.findLocal("helper", { file: r.file, sympos: i + 1 })).toBe(r.index);
     });
+    expect(x.findLocal("helper", { file: "src/b.c" })).toBe(rows.find((r) => r.file === "b.c")!.index);
+    expect(x.findLocal("helper", { file: "xb.c" })).toBeUndefined();
     expect(x.findLocal("helper", { file: "a.c", sympos: 2 })).toBeUndefined();
     expect(x.findLocal("helper", { file: "c.c" })).toBeUndefined();
     expect(x.findLocal("a_entry")).toBeUndefined(); // global

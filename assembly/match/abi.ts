@@ -151,8 +151,9 @@ export function sym_find_next(h: i32, id: u32): i32 {
 
 /**
  * id of the first local symbol named (name, len) in source file (file, fileLen) at
- * position `sympos`, or -1. fileLen 0: any file; a file matches the STT_FILE name
- * exactly or as its last path component. sympos 0: any position.
+ * position `sympos`, or -1. fileLen 0: any file; a file matches an STT_FILE name equal
+ * to it, or when one ends with "/" and the other (gcc writes base names: "b.c" for
+ * "src/b.c"). sympos 0: any position.
  */
 export function sym_find_local(h: i32, name: usize, len: u32, file: usize, fileLen: u32, sympos: u32): i32 {
   clearError();
@@ -169,14 +170,7 @@ export function sym_find_many(h: i32, names: usize, count: u32, out: usize): i32
   clearError();
   const x = get(h, "sym_find_many");
   if (x === null) return -1;
-  let found: i32 = 0;
-  for (let i: u32 = 0; i < count; i++) {
-    const e = names + (<usize>i << 3);
-    const id = x.d.find(<usize>load<u32>(e), load<u32>(e, 4));
-    store<i32>(out + (<usize>i << 2), id);
-    if (id >= 0) found++;
-  }
-  return found;
+  return x.d.findMany(names, count, out);
 }
 
 /**
@@ -221,14 +215,7 @@ export function sym_at_many(h: i32, addrs: usize, count: u32, shndx: u32, out: u
   clearError();
   const x = get(h, "sym_at_many");
   if (x === null) return -1;
-  let found: i32 = 0;
-  for (let i: u32 = 0; i < count; i++) {
-    const e = x.d.entryAt(x.d.addressKey(load<u64>(addrs + (<usize>i << 3)), shndx));
-    const id = e < 0 ? -1 : <i32>x.d.entryId(<u32>e);
-    store<i32>(out + (<usize>i << 2), id);
-    if (id >= 0) found++;
-  }
-  return found;
+  return x.d.atMany(addrs, count, shndx, out);
 }
 
 /**

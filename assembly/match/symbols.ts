@@ -396,7 +396,7 @@ export class IndexData {
     return (<u64>shndx << REL_SHIFT) | v;
   }
 
-  private isFunction(id: u32): bool {
+  @inline private isFunction(id: u32): bool {
     const t = this.type(id);
     if (t != D.STT_FUNC && t != D.STT_GNU_IFUNC) return false;
     const raw = load<u16>(this.sym(id), 6);
@@ -449,12 +449,12 @@ export class IndexData {
 
   private buildAddresses(): void {
     const n = this.n;
-    let m0: u32 = 0;
-    for (let i: u32 = 0; i < n; i++) if (this.isFunction(i)) m0++;
-    // recs: 16-byte (key, id) records sorted by key; ends: u64 per record.
-    const recs = heap.alloc(max<usize>(<usize>m0 << 4, 16));
-    const tmp = heap.alloc(max<usize>(<usize>m0 << 4, 16));
+    // recs: 16-byte (key, id) records sorted by key (room for every symbol: one pass);
+    // ends: u64 per record.
+    const recs = heap.alloc(max<usize>(<usize>n << 4, 16));
+    const tmp = heap.alloc(max<usize>(<usize>n << 4, 16));
     const counts = heap.alloc(2048 << 2);
+    let m0: u32 = 0;
     let k: u32 = 0;
     for (let i: u32 = 0; i < n; i++) {
       if (!this.isFunction(i)) continue;
@@ -491,14 +491,25 @@ export class IndexData {
       }
       store<u64>(ends + (<usize>j << 3), end);
     }
-    // Order each run of equal starts by (end desc, preference asc).
-    let j: u32 = 0;
-    while (j < m0) {
-      const key = load<u64>(recs + (<usize>j << 4));
-      let e = j + 1;
-      while (e < m0 && load<u64>(recs + (<usize>e << 4)) == key) e++;
-      if (e - j > 1) this.sortRun(recs, ends, j, e - j);
-      j = e;
+    // Order each run of equal starts by (end desc, preference asc), in one scratch
+    // buffer sized for the longest run.
+    let longest: u32 = 1;
+    let run: u32 = 1;
+    for (let i: u32 = 1; i < m0; i++) {
+      run = load<u64>(recs + (<usize>i << 4)) == load<u64>(recs + (<usize>(i - 1) << 4)) ? run + 1 : 1;
+      if (run > longest) longest = run;
+    }
+    if (longest > 1) {
+      const w = heap.alloc(<usize>longest * 24);
+      let j: u32 = 0;
+      while (j < m0) {
+        const key = load<u64>(recs + (<usize>j << 4));
+        let e = j + 1;
+        while (e < m0 && load<u64>(recs + (<usize>e << 4)) == key) e++;
+        if (e - j > 1) this.sortRun(recs, ends, j, e - j, w);
+        j = e;
+      }
+      heap.free(w);
     }
     // Compact (drop empty ranges) into keys[] and ents[].
     let m: u32 = 0;
@@ -528,10 +539,9 @@ export class IndexData {
     return endA > endB || (endA == endB && prefA < prefB);
   }
 
-  /** Sorts records [first, first+len) of recs/ends by (end desc, preference asc): insertion sort, heapsort past 16. */
-  private sortRun(recs: usize, ends: usize, first: u32, len: u32): void {
-    // Work on a scratch array of (end, pref, id) triples.
-    const w = heap.alloc(<usize>len * 24);
+  /** Sorts records [first, first+len) of recs/ends by (end desc, preference asc): insertion sort, heapsort past 16. w: room for len triples. */
+  private sortRun(recs: usize, ends: usize, first: u32, len: u32, w: usize): void {
+    // Work on a scratch array (w) of (end, pref, id) triples.
     for (let i: u32 = 0; i < len; i++) {
       const id = <u32>load<u64>(recs + (<usize>(first + i) << 4), 8);
       const o = w + <usize>i * 24;
@@ -566,7 +576,6 @@ export class IndexData {
       store<u64>(r, key);
       store<u64>(r, load<u64>(o, 16), 8);
     }
-    heap.free(w);
   }
 
   private siftDown(w: usize, start: u32, len: u32): void {
@@ -630,6 +639,30 @@ export class IndexData {
     return -1;
   }
 
+  /** Batch find: `count` (ptr u32, len u32) entries at `names`, one i32 per entry to `out`; returns how many were found. */
+  findMany(names: usize, count: u32, out: usize): i32 {
+    let found: i32 = 0;
+    for (let i: u32 = 0; i < count; i++) {
+      const e = names + (<usize>i << 3);
+      const id = this.find(<usize>load<u32>(e), load<u32>(e, 4));
+      store<i32>(out + (<usize>i << 2), id);
+      found += id >= 0 ? 1 : 0;
+    }
+    return found;
+  }
+
+  /** Batch entryAt over `count` u64 addresses (ET_REL: in section shndx); one i32 id per address to `out`. */
+  atMany(addrs: usize, count: u32, shndx: u32, out: usize): i32 {
+    let found: i32 = 0;
+    for (let i: u32 = 0; i < count; i++) {
+      const e = this.entryAt(this.addressKey(load<u64>(addrs + (<usize>i << 3)), shndx));
+      const id = e < 0 ? -1 : <i32>this.entryId(<u32>e);
+      store<i32>(out + (<usize>i << 2), id);
+      found += id >= 0 ? 1 : 0;
+    }
+    return found;
+  }
+
   /** The next symbol after `id` with the same name, or -1. */
   findNext(id: u32): i32 {
     const names = this.names;
@@ -647,8 +680,9 @@ export class IndexData {
   }
 
   /**
-   * The first local named (p, len) whose file is (fp, flen) (flen 0: any file; matched
-   * exactly or as the last path component of the STT_FILE name) and whose sympos is
+   * The first local named (p, len) whose file is (fp, flen) (flen 0: any file; equal to
+   * the STT_FILE name, or one is the other's last path components: gcc writes the
+   * source's base name, "b.c" for "src/b.c") and whose sympos is
    * `sympos` (0: any), or -1.
    */
   findLocal(p: usize, len: u32, fp: usize, flen: u32, sympos: u32): i32 {
@@ -663,6 +697,7 @@ export class IndexData {
           const nl = this.nameLen(fid - 1);
           if (nl == flen && sameBytes(np, fp, flen)) return id;
           if (nl > flen && load<u8>(np + nl - flen - 1) == 0x2f && sameBytes(np + nl - flen, fp, flen)) return id;
+          if (flen > nl && load<u8>(fp + flen - nl - 1) == 0x2f && sameBytes(fp + flen - nl, np, nl)) return id;
         }
       }
       id = this.findNext(u);

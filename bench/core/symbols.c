@@ -396,8 +396,7 @@ static void sift_down(u8 *w, u32 start, u32 len) {
   }
 }
 
-static void sort_run(Index *x, u8 *recs, u64 *ends, u32 first, u32 len) {
-  u8 *w = malloc((size_t)len * 24);
+static void sort_run(Index *x, u8 *recs, u64 *ends, u32 first, u32 len, u8 *w) {
   for (u32 i = 0; i < len; i++) {
     u32 id = (u32)ld64(recs + ((size_t)(first + i) << 4) + 8);
     u8 *o = w + (size_t)i * 24;
@@ -426,7 +425,6 @@ static void sort_run(Index *x, u8 *recs, u64 *ends, u32 first, u32 len) {
     memcpy(r, &key, 8);
     memcpy(r + 8, o + 16, 8);
   }
-  free(w);
 }
 
 static void nest(Index *x, u32 *stack) {
@@ -442,9 +440,8 @@ static void nest(Index *x, u32 *stack) {
 
 static void build_addresses(Index *x) {
   u32 n = x->n, m0 = 0;
-  for (u32 i = 0; i < n; i++) if (is_function(x, i)) m0++;
-  u8 *recs = malloc(m0 ? (size_t)m0 << 4 : 16);
-  u8 *tmp = malloc(m0 ? (size_t)m0 << 4 : 16);
+  u8 *recs = malloc(n ? (size_t)n << 4 : 16);
+  u8 *tmp = malloc(n ? (size_t)n << 4 : 16);
   u32 *counts = malloc(2048 * 4);
   u32 k = 0;
   for (u32 i = 0; i < n; i++) {
@@ -481,13 +478,22 @@ static void build_addresses(Index *x) {
     }
     ends[j] = end;
   }
-  u32 j = 0;
-  while (j < m0) {
-    u64 key = ld64(recs + ((size_t)j << 4));
-    u32 e = j + 1;
-    while (e < m0 && ld64(recs + ((size_t)e << 4)) == key) e++;
-    if (e - j > 1) sort_run(x, recs, ends, j, e - j);
-    j = e;
+  u32 longest = 1, run = 1;
+  for (u32 i = 1; i < m0; i++) {
+    run = ld64(recs + ((size_t)i << 4)) == ld64(recs + ((size_t)(i - 1) << 4)) ? run + 1 : 1;
+    if (run > longest) longest = run;
+  }
+  if (longest > 1) {
+    u8 *w = malloc((size_t)longest * 24);
+    u32 j = 0;
+    while (j < m0) {
+      u64 key = ld64(recs + ((size_t)j << 4));
+      u32 e = j + 1;
+      while (e < m0 && ld64(recs + ((size_t)e << 4)) == key) e++;
+      if (e - j > 1) sort_run(x, recs, ends, j, e - j, w);
+      j = e;
+    }
+    free(w);
   }
   u32 m = 0;
   for (u32 i = 0; i < m0; i++) if (ends[i] > ld64(recs + ((size_t)i << 4))) m++;
