@@ -51,7 +51,7 @@ const ATS: u64 = 0x4040404040404040; // '@' in every byte
 }
 
 /** Hash of the `len` bytes at p (a name given with its length). */
-export function hashName(p: usize, len: usize): u32 {
+@inline export function hashName(p: usize, len: usize): u32 {
   let h: u64 = 0;
   let i: usize = 0;
   while (i + 8 <= len) {
@@ -73,7 +73,7 @@ export let scanAt: bool = false;
  * Hash of the NUL-terminated string at p, which is known to end before `end` (the end
  * of its string table); its length is left in scanLen.
  */
-export function scanName(p: usize, end: usize): u32 {
+@inline export function scanName(p: usize, end: usize): u32 {
   let h: u64 = 0;
   let q = p;
   let dots: u64 = 0;

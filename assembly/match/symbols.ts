@@ -718,12 +718,15 @@ export class IndexData {
     if (m == 0 || key == NONE64) return -1;
     const keys = this.keys;
     if (load<u64>(keys) > key) return -1;
-    // Branch-free binary search for the last key <= key.
+    // Branch-free binary search for the last key <= key: the step is added under a
+    // mask (0 or all ones) rather than chosen by a branch or a select, so that no code
+    // generator can turn it into an unpredictable jump.
     let base: u32 = 0;
     let len = m;
     while (len > 1) {
       const half = len >> 1;
-      base = load<u64>(keys + (<usize>(base + half) << 3)) <= key ? base + half : base;
+      const le = <u32>(load<u64>(keys + (<usize>(base + half) << 3)) <= key);
+      base += half & (0 - le);
       len -= half;
     }
     return <i32>base;
