@@ -34,7 +34,7 @@ import { Err, fail } from "../error";
 import { DYNSYM, RELR } from "../elf/file";
 import * as D from "../elf/defs";
 import { SymIndex } from "./symbols";
-import { radixSort16 } from "./sort";
+import { radixSort16, RADIX_COUNTS_BYTES } from "./sort";
 
 export const SLOT_SIZE: u32 = 40;
 
@@ -104,7 +104,7 @@ export function buildSlots(x: SymIndex): i32 {
   }
   if (ns > 1) {
     const tmp = heap.alloc(<usize>ns << 4);
-    const counts = heap.alloc(2048 << 2);
+    const counts = heap.alloc(RADIX_COUNTS_BYTES);
     radixSort16(stubs, tmp, counts, ns);
     heap.free(tmp);
     heap.free(counts);

@@ -58,7 +58,7 @@ import { ElfFile, SymTable, SYMTAB } from "../elf/file";
 import { elfFiles } from "../elf/registry";
 import * as D from "../elf/defs";
 import { hashName, scanName, scanLen, scanDot, scanAt, sameBytes } from "./hash";
-import { radixSort16 } from "./sort";
+import { radixSort16, RADIX_COUNTS_BYTES } from "./sort";
 
 export const PIECE_WHOLE: u32 = 0;
 export const PIECE_COLD: u32 = 1;
@@ -453,7 +453,7 @@ export class IndexData {
     // ends: u64 per record.
     const recs = heap.alloc(max<usize>(<usize>n << 4, 16));
     const tmp = heap.alloc(max<usize>(<usize>n << 4, 16));
-    const counts = heap.alloc(2048 << 2);
+    const counts = heap.alloc(RADIX_COUNTS_BYTES);
     let m0: u32 = 0;
     let k: u32 = 0;
     for (let i: u32 = 0; i < n; i++) {

@@ -11,6 +11,7 @@
 #define _GNU_SOURCE
 #include <elf.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -131,16 +132,20 @@ static void radix_sort16(u8 *recs, u8 *tmp, u32 *counts, u32 n) {
   u64 span = hi - lo;
   if (!span) return;
   u32 bits = 64 - __builtin_clzll(span);
+  u32 passes = (bits + 10) / 11;
+  memset(counts, 0, (size_t)passes * 2048 * 4);
+  for (u32 i = 0; i < n; i++) {
+    u64 k = ld64(recs + ((size_t)i << 4)) - lo;
+    for (u32 p = 0; p < passes; p++) counts[p * 2048 + ((k >> (p * 11)) & 2047)]++;
+  }
   u8 *src = recs, *dst = tmp;
-  for (u32 shift = 0; shift < bits; shift += 11) {
-    memset(counts, 0, 2048 * 4);
-    for (u32 i = 0; i < n; i++) counts[((ld64(src + ((size_t)i << 4)) - lo) >> shift) & 2047]++;
-    u32 sum = 0;
-    for (u32 d = 0; d < 2048; d++) { u32 v = counts[d]; counts[d] = sum; sum += v; }
+  for (u32 p = 0; p < passes; p++) {
+    u32 *cp = counts + p * 2048, shift = p * 11, sum = 0;
+    for (u32 d = 0; d < 2048; d++) { u32 v = cp[d]; cp[d] = sum; sum += v; }
     for (u32 i = 0; i < n; i++) {
       const u8 *s = src + ((size_t)i << 4);
       u64 k = ld64(s);
-      u32 at = counts[((k - lo) >> shift) & 2047]++;
+      u32 at = cp[((k - lo) >> shift) & 2047]++;
       memcpy(dst + ((size_t)at << 4), s, 16);
     }
     u8 *t = src; src = dst; dst = t;
@@ -442,7 +447,7 @@ static void build_addresses(Index *x) {
   u32 n = x->n, m0 = 0;
   u8 *recs = malloc(n ? (size_t)n << 4 : 16);
   u8 *tmp = malloc(n ? (size_t)n << 4 : 16);
-  u32 *counts = malloc(2048 * 4);
+  u32 *counts = malloc(6 * 2048 * 4);
   u32 k = 0;
   for (u32 i = 0; i < n; i++) {
     if (!is_function(x, i)) continue;
@@ -602,6 +607,11 @@ static void *map_file(const char *path, size_t *len) {
 
 int main(int argc, char **argv) {
   if (argc != 5) { fprintf(stderr, "usage: symbols FILE TABLE QUERIES RUNS\n"); return 2; }
+  // Keep freed memory in the process, as the Wasm core's allocator does: otherwise
+  // glibc unmaps the large tables after each build and the next build faults them in
+  // again (about 2000 page faults per build of node's index), timing the kernel.
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
   size_t len, qlen;
   const u8 *file = map_file(argv[1], &len);
   const u8 *qs = map_file(argv[3], &qlen);
