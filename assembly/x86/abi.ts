@@ -6,6 +6,7 @@ import {
 } from "./decode";
 import { GROUP_RECORDS } from "./tables";
 import { jmpSize, X86Writer } from "./writer";
+import { entryCheck, jumpTables } from "./entry";
 
 /**
  * Decodes the instruction at input offset `off` of the `len` bytes at `ptr`; `pc` is the
@@ -119,4 +120,29 @@ export function x86_write(op: u32, buf: usize, cap: u32, pc: u64, arg: u64): u32
 /** Size of the shortest jump from `at` to `dest`: 2 (rel8), 5 (rel32) or 14 (jmp [rip+0] + address). */
 export function x86_jmp_size(at: u64, dest: u64): u32 {
   return jmpSize(at, dest);
+}
+
+// ---- entry check ---------------------------------------------------------------------
+
+/**
+ * Whether a function's entry can take the jump to its replacement: reads the 96-byte
+ * request at `req`, writes the 80-byte result at `out` (layouts in entry.ts and
+ * docs/core-abi.md). Returns 0, or the refusal's code (X86_TOO_SHORT,
+ * X86_BRANCH_INTO_PATCH_SITE, X86_UNDECODABLE) with its message recorded, or
+ * BAD_ARGUMENT.
+ */
+export function x86_entry_check(req: usize, out: usize): i32 {
+  return entryCheck(req, out);
+}
+
+
+/**
+ * Jump-table targets of linked code [from, to) (and `nranges` extra ranges: u64 start,
+ * end pairs at `ranges`) in the `code_len` bytes at `code` (code[0] at `code_addr`),
+ * through the tables they reference in the data at `data` (at `data_addr`). Writes up
+ * to `cap` u64 targets at `out`; returns their number (all of them), or -1 (BAD_ARGUMENT).
+ */
+export function x86_jump_tables(code: usize, code_len: usize, code_addr: u64, from: u64, to: u64, ranges: usize, nranges: u32,
+  data: usize, data_len: usize, data_addr: u64, out: usize, cap: u32): i32 {
+  return jumpTables(code, <u64>code_len, code_addr, from, to, ranges, nranges, data, <u64>data_len, data_addr, out, cap);
 }

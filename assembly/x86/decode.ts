@@ -265,6 +265,10 @@ export let insnStatus: i32 = 0;
 /** map << 8 | opcode of the last decode (map: 0 one-byte, 1 0F, 2 0F38, 3 0F3A, 4.. VEX/EVEX/XOP). */
 export let insnOpcode: u32 = 0;
 export let insnModrm: u32 = 0;
+/** SIB byte of the last decode (0 when none) and its memory displacement: offset in the instruction and size (0, 1 or 4). */
+export let insnSib: u32 = 0;
+export let insnDispOffset: u32 = 0;
+export let insnDispSize: u32 = 0;
 
 @inline function failLen(start: usize, p: usize): u32 {
   insnStatus = p - start >= 15 ? Err.X86_TOO_LONG : Err.X86_TRUNCATED;
@@ -397,6 +401,7 @@ export function decodeOne(start: usize, end: usize, pc: u64): u32 {
   }
   // ModRM, SIB, displacement.
   let modrm: u32 = 0;
+  let sib: u32 = 0;
   let disp: u32 = 0;
   let ripRel = false;
   const grp = e >>> 16;
@@ -419,7 +424,7 @@ export function decodeOne(start: usize, end: usize, pc: u64): u32 {
       const rm = modrm & 7;
       if (rm == 4) {
         if (p >= lim) return failLen(start, p);
-        const sib = load<u8>(p++);
+        sib = load<u8>(p++);
         if (mod == 0 && (sib & 7) == 5) disp = 4;
       } else if (mod == 0 && rm == 5) {
         disp = 4;
@@ -436,6 +441,7 @@ export function decodeOne(start: usize, end: usize, pc: u64): u32 {
     }
   }
   insnModrm = modrm;
+  insnSib = sib;
   // Immediate.
   let imm: u32 = 0;
   let rel = false;
@@ -459,6 +465,8 @@ export function decodeOne(start: usize, end: usize, pc: u64): u32 {
   if (len > 15) { insnStatus = Err.X86_TOO_LONG; return 0; }
   if (<usize>len > end - start) { insnStatus = Err.X86_TRUNCATED; return 0; }
   const next = pc + <u64>len;
+  insnDispOffset = disp != 0 ? dispAt : 0;
+  insnDispSize = disp;
   // Classification.
   let kind: u32 = Kind.OTHER;
   const hint = (e >> 8) & 15;
