@@ -32,6 +32,7 @@ import * as D from "../elf/defs";
 import { Obj } from "./object";
 import { Lines, readLines } from "./lines";
 import { ripTail } from "./tail";
+import { constantLoadImm } from "./insn";
 import { normalize } from "./names";
 import {
   relocFieldSize, relocIsPcRelative,
@@ -406,7 +407,7 @@ export class Diff {
       if (load<u8>(pa + i) == load<u8>(pb + i)) { i++; continue; }
       let e = i;
       while (e < end && load<u8>(pa + e) != load<u8>(pb + e)) e++;
-      const next = this.lineSite(pa, pb, <usize>from, end, i, e, a.secData(secA), startA);
+      const next = this.lineSite(pa, pb, <usize>from, end, i, e, secA, startA);
       if (next == 0) return differ(WHY_BYTES, <i64>i);
       i = next;
     }
@@ -414,31 +415,34 @@ export class Diff {
   }
 
   /**
-   * The differing run [s, e) of a code range as the immediate of `mov $imm32, %r32`
-   * (b8+r), `mov $imm32, r/m` (c7 /0: a register, (%rsp), disp8(%rsp), disp32(%rsp)),
-   * `push $imm32` (68) or `push $imm8` (6a): the ways gcc passes a constant argument.
-   * Records the site and returns the offset after the immediate, or 0 when the run is
-   * something else. The opcode bytes must lie in [from, ...) of the compared segment.
+   * The differing run [s, e) of a code range (offsets from the function's start at
+   * `start` of section secA) as the immediate of an instruction that loads a constant
+   * argument (insn.ts constantLoadImm), found by decoding the function: records the
+   * site and returns the offset after the immediate, or 0 when the run is anything else.
+   * The immediate must lie inside the compared segment [from, end).
    */
-  private lineSite(pa: usize, pb: usize, from: usize, end: usize, s: usize, e: usize, secBase: usize, start: u64): usize {
-    for (let back: usize = 0; back < 4; back++) {
-      if (s < from + back) break;
-      const p = s - back;
-      const w = immAt(pa, from, p);
-      if (w == 0 || e > p + w || p + w > end) continue;
-      let va: u64 = 0;
-      let vb: u64 = 0;
-      if (w == 1) { va = <u64>load<u8>(pa + p); vb = <u64>load<u8>(pb + p); if (va >= 0x80 || vb >= 0x80) continue; }
-      else if (w == 4) { va = <u64>load<u32>(pa + p); vb = <u64>load<u32>(pb + p); }
-      else { va = load<u64>(pa + p); vb = load<u64>(pb + p); }
-      if (va == 0 || vb == 0 || va > LINE_MAX || vb > LINE_MAX) continue;
-      const q = this.tmpSites.push(12);
-      store<u32>(q, <u32>p);
-      store<u32>(q + 4, <u32>va);
-      store<u32>(q + 8, <u32>vb);
-      return p + w;
-    }
-    return 0;
+  private lineSite(pa: usize, pb: usize, from: usize, end: usize, s: usize, e: usize, secA: u32, start: u64): usize {
+    const a = this.a;
+    const ins = a.insns;
+    if (!ins.decode(a.secData(secA), a.secSize(secA))) return 0;
+    const i = ins.at(start + <u64>s);
+    if (i < 0) return 0;
+    const w = <usize>constantLoadImm(ins, i);
+    if (w == 0) return 0;
+    const fe = <usize>(ins.end(i) - start); // the immediate, from the function's start
+    const fs = fe - w;
+    if (s < fs || e > fe || fs < from || fe > end) return 0;
+    let va: u64 = 0;
+    let vb: u64 = 0;
+    if (w == 1) { va = <u64>load<u8>(pa + fs); vb = <u64>load<u8>(pb + fs); if (va >= 0x80 || vb >= 0x80) return 0; }
+    else if (w == 4) { va = <u64>load<u32>(pa + fs); vb = <u64>load<u32>(pb + fs); }
+    else { va = load<u64>(pa + fs); vb = load<u64>(pb + fs); }
+    if (va == 0 || vb == 0 || va > LINE_MAX || vb > LINE_MAX) return 0;
+    const q = this.tmpSites.push(12);
+    store<u32>(q, <u32>fs);
+    store<u32>(q + 4, <u32>va);
+    store<u32>(q + 8, <u32>vb);
+    return fe;
   }
 
   /**
@@ -1113,11 +1117,26 @@ function dataClass(o: Obj, s: u32): u8 {
   return dataFlags(o, s) & 3;
 }
 
-/** The tail of relocation r (see tail.ts): 0 absolute, >= 0 read from code, -1 code unread, -2 data. */
+/**
+ * The tail of relocation r (see tail.ts): 0 for an absolute one; in code, the bytes from
+ * the field to the end of its instruction, decoded from the start of the section (else
+ * read backwards), -1 when neither says; -2 in data (PC-relative data: any).
+ */
 function tailOf(o: Obj, r: u32, sec: u32, code: bool): i32 {
   if (!relocIsPcRelative(o.relType(r))) return 0;
   if (!code) return -2;
-  return ripTail(o.secData(sec), 0, <i64>o.relOff(r));
+  if (!o.secHasData(sec)) return -1;
+  const off = o.relOff(r);
+  const ins = o.insns;
+  if (ins.decode(o.secData(sec), o.secSize(sec))) {
+    const i = ins.at(off);
+    if (i >= 0) {
+      const end = ins.end(i);
+      const fs = <u64>relocFieldSize(o.relType(r));
+      if (off > ins.start(i) && off + fs <= end) return <i32>(end - off);
+    }
+  }
+  return ripTail(o.secData(sec), 0, <i64>off);
 }
 
 /** The function of `o` whose full name is [p, p+len), or -1. */
@@ -1219,25 +1238,3 @@ function objectAt(o: Obj, first: i32, cnt: u32, p: i64): i32 {
   return p < <i64>unchecked(o.sValue[s]) + max<i64>(size, 1) ? found : -1;
 }
 
-/**
- * Width of the immediate at p when the bytes before it (none before `from`) are one of
- * the instructions lineSite accepts, else 0:
- *   b8+r imm32 (48-4f b8+r imm64)   c7 c0+r imm32   c7 04 24 imm32   c7 44 24 d8 imm32
- *   c7 84 24 d32 imm32   68 imm32   6a imm8
- */
-function immAt(c: usize, from: usize, p: usize): usize {
-  if (p >= from + 1) {
-    const b1 = <u32>load<u8>(c + p - 1);
-    if (b1 >= 0xb8 && b1 <= 0xbf) {
-      if (p >= from + 2 && (<u32>load<u8>(c + p - 2) & 0xf8) == 0x48) return 8;
-      return 4;
-    }
-    if (b1 == 0x68) return 4;
-    if (b1 == 0x6a) return 1;
-    if (p >= from + 2 && load<u8>(c + p - 2) == 0xc7 && (b1 & 0xf8) == 0xc0) return 4;
-  }
-  if (p >= from + 3 && load<u8>(c + p - 3) == 0xc7 && load<u8>(c + p - 2) == 0x04 && load<u8>(c + p - 1) == 0x24) return 4;
-  if (p >= from + 4 && load<u8>(c + p - 4) == 0xc7 && load<u8>(c + p - 3) == 0x44 && load<u8>(c + p - 2) == 0x24) return 4;
-  if (p >= from + 7 && load<u8>(c + p - 7) == 0xc7 && load<u8>(c + p - 6) == 0x84 && load<u8>(c + p - 5) == 0x24) return 4;
-  return 0;
-}

@@ -26,6 +26,7 @@ import {
   SK_OTHER, SK_TEXT, SK_DATA, SK_RODATA, SK_STR, SK_CONST, SK_TLS, SK_INIT, SK_EH, SK_LSDA,
   relocFieldSize,
 } from "./defs";
+import { Insns } from "./insn";
 import { normalize, hasNumericSuffix, isCompilerData, isPlainDataSection, eq, hasPrefix, functionKind, parentLen } from "./names";
 
 export const REL_SIZE: u32 = 24;
@@ -80,6 +81,7 @@ export class Obj {
   sameNext: StaticArray<i32>; // next symbol with the same normalized name (same table), -1
 
   debugLine: i32 = -1; // .debug_line section
+  insns: Insns = new Insns(); // instruction starts of the code section decoded last
   hasEhFrame: bool = false;
 
   constructor(f: ElfFile) {
@@ -348,7 +350,7 @@ export class Obj {
     return (t == D.STT_FUNC || t == D.STT_GNU_IFUNC) && this.isDefined(i) && unchecked(this.secKind[unchecked(this.sShndx[i])]) == SK_TEXT;
   }
 
-  /** Named data: objects, TLS and common symbols, except compiler-made read-only data. */
+  /** Named data: objects, TLS and common symbols, except compiler-made data (CSWTCH, __func__, ...: never written). */
   private isDataSym(i: u32): bool {
     const t = this.symType(i);
     const x = unchecked(this.sShndx[i]);
@@ -357,7 +359,7 @@ export class Obj {
     if (!this.isDefined(i)) return false;
     const k = unchecked(this.secKind[x]);
     if (k == SK_OTHER || k == SK_TEXT || k == SK_EH || k == SK_INIT) return false;
-    if (this.symBind(i) == D.STB_LOCAL && k != SK_DATA && k != SK_TLS && isCompilerData(this.namePtr(i), unchecked(this.sNameLen[i]))) {
+    if (this.symBind(i) == D.STB_LOCAL && k != SK_TLS && isCompilerData(this.namePtr(i), unchecked(this.sNameLen[i]))) {
       unchecked(this.sPrivate[i] = 1);
       return false;
     }
