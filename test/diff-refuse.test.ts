@@ -99,21 +99,21 @@ describe("object diff refusals", () => {
     const src = `int a(int x) { return x + 1; }\nint b(int x) { return x + 2; }\n`;
     const e = thrown(() => pair(src, src.replace("x + 2", "x + 3"), ["-O2"]));
     expect(e.code).toBe(DiffError.NO_FUNCTION_SECTIONS);
-    expect(e.message).toMatch(/\/orig\/fix\.o: original object: section \.text holds functions a and b: the object was not compiled with -ffunction-sections, so a function cannot be taken out alone; compile with -ffunction-sections -fdata-sections$/);
+    expect(e.message).toMatch(/\/orig\/fix\.o: original object: section \.text holds functions `a` and `b`: the object was not compiled with -ffunction-sections, so a function cannot be taken out alone; compile with -ffunction-sections -fdata-sections$/);
     // Only the patched one without: it is the one named.
     const s = new Scratch();
     scratch.push(s);
     const p = diffSources(s, src, src, {});
     expect(p.functions.length).toBe(2);
     const q = thrown(() => diffSources(new Scratch(), src, src, { patchedFlags: ["-O2", "-fdata-sections"] }));
-    expect(q.message).toMatch(/\/patched\/fix\.o: patched object: section \.text holds functions a and b/);
+    expect(q.message).toMatch(/\/patched\/fix\.o: patched object: section \.text holds functions `a` and `b`/);
   });
 
   it("an object without -fdata-sections", () => {
-    const src = `int x = 1, y = 2;\nint get(void) { return x + y; }\n`;
+    const src = `int x = 1, y = 2;\nint get(void) { return x + y; }\n`; // y comes first in .symtab
     const e = thrown(() => pair(src, src, ["-O2", "-ffunction-sections"]));
     expect(e.code).toBe(DiffError.NO_DATA_SECTIONS);
-    expect(e.message).toMatch(/original object: section \.data holds 8 bytes: the object was not compiled with -fdata-sections, so its data objects share sections and a reference cannot be told apart from its neighbours; compile with -ffunction-sections -fdata-sections$/);
+    expect(e.message).toMatch(/original object: section \.data holds data object `y`: the object was not compiled with -fdata-sections, so its data objects share sections and a reference cannot be told apart from its neighbours; compile with -ffunction-sections -fdata-sections$/);
   });
 
   it("an LTO object", () => {

@@ -57,3 +57,21 @@ describe("object diff: the position a PC-relative reference points to", () => {
     expect(diff(round, ["AB", "CD"], ["AB", "CD"], "\t.byte 0x06\n")).toEqual({ unchanged: ["f", "g"] });
   });
 });
+
+describe("object diff: anonymous constants in the unsuffixed .rodata", () => {
+  // gcc -fdata-sections still puts some anonymous constants in .rodata (nginx's
+  // ngx_http_script.o has a 2-byte one, referenced as `.rodata - 4`): accepted, and
+  // compared as one block with the reference's offset.
+  const src = (bytes: string, off: number) => `\t.section .rodata\n\t.byte ${bytes}\n` +
+    `\t.section .text.f,"ax",@progbits\n\t.globl f\n\t.type f, @function\nf:\n\tleaq .rodata+${off}(%rip), %rax\n\tret\n\t.size f, .-f\n`;
+  function diff(a: string, b: string) {
+    const s = new Scratch();
+    scratch.push(s);
+    return byStatus(diffSources(s, a, b, { name: "fix.s", flags: [] }));
+  }
+  it("the same block and offset: unchanged; another byte of the block or another offset: changed", () => {
+    expect(diff(src("1, 2, 3, 4", 2), src("1, 2, 3, 4", 2))).toEqual({ unchanged: ["f"] });
+    expect(diff(src("1, 2, 3, 4", 2), src("1, 2, 3, 5", 2))).toEqual({ changed: ["f"] });
+    expect(diff(src("1, 2, 3, 4", 2), src("1, 2, 3, 4", 1))).toEqual({ changed: ["f"] });
+  });
+});

@@ -199,9 +199,6 @@ export class Obj {
       }
       if (k == SK_EH) this.hasEhFrame = true;
       unchecked(this.secKind[i] = k);
-      if (k != SK_OTHER && s.size != 0 && isPlainDataSection(p, len)) {
-        return fail(Err.DIFF_NO_DATA_SECTIONS, what + " object: section " + this.secString(i) + " holds " + s.size.toString() + " bytes: the object was not compiled with -fdata-sections, so its data objects share sections and a reference cannot be told apart from its neighbours; compile with -ffunction-sections -fdata-sections");
-      }
     }
     return 0;
   }
@@ -337,7 +334,7 @@ export class Obj {
         unchecked(this.secFunc[sec] = <i32>k);
       } else if (unchecked(this.fStart[other]) != start) {
         // Two functions at different addresses in one section (aliases share an address).
-        return fail(Err.DIFF_NO_FUNCTION_SECTIONS, what + " object: section " + this.secString(sec) + " holds functions " + this.symString(unchecked(this.funcs[other])) + " and " + this.symString(i) +
+        return fail(Err.DIFF_NO_FUNCTION_SECTIONS, what + " object: section " + this.secString(sec) + " holds functions `" + this.symString(unchecked(this.funcs[other])) + "` and `" + this.symString(i) + "`" +
           ": the object was not compiled with -ffunction-sections, so a function cannot be taken out alone; compile with -ffunction-sections -fdata-sections");
       }
       k++;
@@ -375,6 +372,13 @@ export class Obj {
     let k: u32 = 0;
     for (let i: u32 = 1; i < n; i++) {
       if (!this.isDataSym(i)) continue;
+      // gcc -fdata-sections gives every named object a section of its own; the unsuffixed
+      // sections then only hold anonymous constants (compared as a whole, by content).
+      const x = unchecked(this.sShndx[i]);
+      if (this.isDefined(i) && isPlainDataSection(this.secNamePtr(x), unchecked(this.secNameLen[x]))) {
+        return fail(Err.DIFF_NO_DATA_SECTIONS, what + " object: section " + this.secString(x) + " holds data object `" + this.symString(i) + "`" +
+          ": the object was not compiled with -fdata-sections, so its data objects share sections and a reference cannot be told apart from its neighbours; compile with -ffunction-sections -fdata-sections");
+      }
       unchecked(this.datas[k] = i);
       unchecked(this.sData[i] = <i32>k);
       k++;
