@@ -6,7 +6,7 @@
 //          per-thread analysis run while the target is stopped.
 import { Err, fail, clearError, hex } from "../error";
 import { HandleTable } from "../handles";
-import { Registry, Fde, addImage, lastFindError } from "./cfi";
+import { Registry, Fde, Module, addImage, lastFindError } from "./cfi";
 import { computeRow, rowStart, rowEnd, ROW_SIZE, verifyModule, verifiedCies, verifiedFdes } from "./row";
 import { ScanSet, analyze, checkSegments, RESULT_SIZE } from "./scan";
 import { NREGS, CFA_EXPRESSION, RULE_EXPRESSION, RULE_VAL_EXPRESSION } from "./dwarf";
@@ -105,10 +105,9 @@ export function cfi_registry_remove(h: i32, module: i32): i32 {
 export function cfi_module_info(h: i32, module: i32, out: usize): i32 {
   const r = getRegistry(h, "cfi_module_info");
   if (r === null) return Err.BAD_HANDLE;
-  if (module <= 0 || module >= r.modules.length || r.modules[module] === null) {
-    return fail(Err.NOT_FOUND, "cfi_module_info: no module " + module.toString());
-  }
-  const m = r.modules[module]!;
+  const mp = r.module(module);
+  if (mp == 0) return fail(Err.NOT_FOUND, "cfi_module_info: no module " + module.toString());
+  const m = changetype<Module>(mp);
   store<u64>(out, m.lo);
   store<u64>(out, m.hi, 8);
   store<u32>(out, m.count, 16);
@@ -125,10 +124,9 @@ export function cfi_module_verify(h: i32, module: i32, out: usize): i32 {
   clearError();
   const r = getRegistry(h, "cfi_module_verify");
   if (r === null) return Err.BAD_HANDLE;
-  if (module <= 0 || module >= r.modules.length || r.modules[module] === null) {
-    return fail(Err.NOT_FOUND, "cfi_module_verify: no module " + module.toString());
-  }
-  const code = verifyModule(r.modules[module]!);
+  const mp = r.module(module);
+  if (mp == 0) return fail(Err.NOT_FOUND, "cfi_module_verify: no module " + module.toString());
+  const code = verifyModule(changetype<Module>(mp));
   store<u32>(out, verifiedCies);
   store<u32>(out, verifiedFdes, 4);
   return code;
@@ -153,11 +151,12 @@ export function cfi_row(h: i32, pc: u64, out: usize): i32 {
   clearError();
   const r = getRegistry(h, "cfi_row");
   if (r === null) return Err.BAD_HANDLE;
-  const m = r.find(pc, rowFde);
-  if (m === null) {
+  const mp = r.find(pc, rowFde);
+  if (mp == 0) {
     if (lastFindError != 0) return lastFindError; // a parse error, recorded by find()
     return fail(Err.NOT_FOUND, "cfi_row: no FDE covers pc " + hex(pc));
   }
+  const m = changetype<Module>(mp);
   const code = computeRow(m, rowFde, pc, rowBuf);
   if (code != 0) return code;
   store<u64>(out, rowFde.pcBegin);
@@ -172,7 +171,7 @@ export function cfi_row(h: i32, pc: u64, out: usize): i32 {
   store<u32>(out, load<u32>(rowBuf, 4), 52);
   if (cfaType == CFA_EXPRESSION) {
     store<u64>(out, load<u64>(rowBuf, 16) - <u64>m.bytes, 56);
-    store<u64>(out, load<u64>(rowBuf, 24), 64);
+    store<u64>(out, <u64>load<u32>(rowBuf, 24), 64);
   } else {
     store<i64>(out, load<i64>(rowBuf, 8), 56);
     store<u64>(out, 0, 64);

@@ -33,6 +33,11 @@ import { Bytes } from "../bytes";
 import { sortByKey } from "./sort";
 import { Err, fail, hex } from "../error";
 import {
+  where, errLengthTruncated, errLongLengthTruncated, errLength, errCiePointerBefore, errNotCie, errNotFde,
+  errCieVersion, errCieSizes, errAugUnterminated, errCieTruncated, errRaColumn, errAugData, errAugShort,
+  errEncoding, errAugUnknown, errPcBegin, errPcWraps,
+} from "./errors";
+import {
   DW_EH_PE_absptr, DW_EH_PE_omit, DW_EH_PE_pcrel, DW_EH_PE_datarel, DW_EH_PE_aligned,
   DW_EH_PE_indirect, DW_EH_PE_uleb128, DW_EH_PE_udata2, DW_EH_PE_udata4, DW_EH_PE_udata8,
   DW_EH_PE_sleb128, DW_EH_PE_sdata2, DW_EH_PE_sdata4, DW_EH_PE_sdata8, NREGS,
@@ -41,7 +46,7 @@ import {
 // ---------------------------------------------------------------------------
 // Cursor: bounds-checked reads inside [pos, end) of one module's bytes.
 
-@final
+@final @unmanaged
 export class Cursor {
   base: usize = 0; // the bytes in core memory
   addr: u64 = 0; //  their address in the target
@@ -74,7 +79,17 @@ export class Cursor {
     const v = load<u64>(this.base + <usize>this.pos); this.pos += 8; return v;
   }
 
-  uleb(): u64 {
+  /** ULEB128; one-byte values (nearly all operands) take the inline path. */
+  @inline uleb(): u64 {
+    const p = this.pos;
+    if (p < this.end) {
+      const b = load<u8>(this.base + <usize>p);
+      if (b < 0x80) { this.pos = p + 1; return <u64>b; }
+    }
+    return this.ulebLong();
+  }
+
+  ulebLong(): u64 {
     let v: u64 = 0;
     let shift: u64 = 0;
     while (this.pos < this.end) {
@@ -87,7 +102,16 @@ export class Cursor {
     return 0;
   }
 
-  sleb(): i64 {
+  @inline sleb(): i64 {
+    const p = this.pos;
+    if (p < this.end) {
+      const b = load<u8>(this.base + <usize>p);
+      if (b < 0x80) { this.pos = p + 1; return (<i64>b << 57) >> 57; }
+    }
+    return this.slebLong();
+  }
+
+  slebLong(): i64 {
     let v: u64 = 0;
     let shift: u64 = 0;
     while (this.pos < this.end) {
@@ -108,7 +132,18 @@ export class Cursor {
    * (the header's address in .eh_frame_hdr; 0 where datarel has no meaning).
    * Sets ok = false on a truncated read or an encoding the unwinder cannot use.
    */
-  encoded(enc: u32, dataBase: u64): u64 {
+  @inline encoded(enc: u32, dataBase: u64): u64 {
+    // pcrel|sdata4 and sdata4 (pc_begin and pc_range): what gcc and ld write in .eh_frame
+    if ((enc == 0x1b || enc == 0x0b) && this.pos <= this.end && this.end - this.pos >= 4) {
+      const p = this.pos;
+      this.pos = p + 4;
+      const v = <u64><i64>load<i32>(this.base + <usize>p);
+      return enc == 0x1b ? this.addr + p + v : v;
+    }
+    return this.encodedAny(enc, dataBase);
+  }
+
+  encodedAny(enc: u32, dataBase: u64): u64 {
     if (enc == DW_EH_PE_omit) { this.ok = false; return 0; }
     const fieldAddr = this.addr + this.pos;
     let v: u64 = 0;
@@ -183,7 +218,7 @@ function validEncoding(enc: u32): bool {
 // CIE and FDE
 
 /** A parsed CIE. Offsets are into the module's .eh_frame bytes. */
-@final
+@final @unmanaged
 export class Cie {
   off: u64 = <u64>-1; //   offset of the record (the cache key)
   codeAlign: u64 = 1;
@@ -200,7 +235,7 @@ export class Cie {
 }
 
 /** A parsed FDE. */
-@final
+@final @unmanaged
 export class Fde {
   off: u64 = 0;
   cieOff: u64 = 0;
@@ -210,57 +245,43 @@ export class Fde {
   insEnd: u64 = 0;
 }
 
-const RECORD_CIE: i32 = 1;
-const RECORD_FDE: i32 = 2;
-const RECORD_END: i32 = 3;
+export const RECORD_CIE: i32 = 1;
+export const RECORD_FDE: i32 = 2;
+export const RECORD_END: i32 = 3;
 
-/** Header of the record at `off`: kind, and in cur.pos/cur.end its body (after the id field). */
-@final
-class RecordHead {
-  kind: i32 = 0;
-  next: u64 = 0; //      offset of the following record
-  idField: u64 = 0; //   offset of the CIE id / CIE pointer field
-  cieOff: u64 = 0; //    FDE: offset of its CIE
-}
-
-const head = new RecordHead();
-
-export function where(off: u64): string {
-  return ".eh_frame+" + hex(off);
-}
+// The last readHead: kind, the following record's offset, an FDE's CIE offset.
+let headKind: i32 = 0;
+let headNext: u64 = 0;
+let headCie: u64 = 0;
 
 /**
- * Reads the length and id of the record at `off` (of a module of `len` bytes).
- * Returns 0 and fills `head`, or an error code (recorded with fail()).
+ * Reads the length and id of the record at `off` (of a module of `len` bytes); on
+ * success cur.pos is after the id field and cur.end the record's end.
+ * Returns 0, or an error code (recorded with fail()).
  */
 function readHead(cur: Cursor, len: u64, off: u64): i32 {
   cur.pos = off;
   cur.end = len;
   const l32 = cur.u32();
-  if (!cur.ok) return fail(Err.CFI_TRUNCATED, "record at " + where(off) + ": truncated length");
-  if (l32 == 0) { head.kind = RECORD_END; head.next = cur.pos; return 0; }
+  if (!cur.ok) return errLengthTruncated(off);
+  if (l32 == 0) { headKind = RECORD_END; headNext = cur.pos; return 0; }
   let length: u64 = l32;
   let idSize: u64 = 4;
   if (l32 == 0xffffffff) {
     length = cur.u64();
     idSize = 8;
-    if (!cur.ok) return fail(Err.CFI_TRUNCATED, "record at " + where(off) + ": truncated 64-bit length");
+    if (!cur.ok) return errLongLengthTruncated(off);
   }
   const body = cur.pos;
-  if (!cur.has(length) || length < idSize) {
-    return fail(Err.CFI_BAD_LENGTH, "record at " + where(off) + ": length " + hex(length) + " runs past the end of .eh_frame (" + hex(len) + " bytes)");
-  }
+  if (!cur.has(length) || length < idSize) return errLength(off, length, len);
   const end = body + length;
-  head.idField = body;
   const id = idSize == 4 ? cur.u32() : cur.u64();
   cur.end = end;
-  head.next = end;
-  if (id == 0) { head.kind = RECORD_CIE; return 0; }
-  if (id > body) {
-    return fail(Err.CFI_BAD_CIE, "FDE at " + where(off) + ": CIE pointer " + hex(id) + " points before .eh_frame");
-  }
-  head.kind = RECORD_FDE;
-  head.cieOff = body - id;
+  headNext = end;
+  if (id == 0) { headKind = RECORD_CIE; return 0; }
+  if (id > body) return errCiePointerBefore(off, id);
+  headKind = RECORD_FDE;
+  headCie = body - id;
   return 0;
 }
 
@@ -268,15 +289,13 @@ function readHead(cur: Cursor, len: u64, off: u64): i32 {
 export function parseCie(cur: Cursor, len: u64, off: u64, cie: Cie): i32 {
   const r = readHead(cur, len, off);
   if (r != 0) return r;
-  if (head.kind != RECORD_CIE) return fail(Err.CFI_BAD_CIE, "record at " + where(off) + " is not a CIE");
+  if (headKind != RECORD_CIE) return errNotCie(off);
   const version = cur.u8();
-  if (version != 1 && version != 3 && version != 4) {
-    return fail(Err.CFI_BAD_VERSION, "CIE at " + where(off) + ": version " + version.toString() + " (expected 1, 3 or 4)");
-  }
+  if (version != 1 && version != 3 && version != 4) return errCieVersion(off, version);
   // Augmentation string.
   const augStart = cur.pos;
   while (cur.ok && cur.u8() != 0) {}
-  if (!cur.ok) return fail(Err.CFI_TRUNCATED, "CIE at " + where(off) + ": unterminated augmentation string");
+  if (!cur.ok) return errAugUnterminated(off);
   const augEnd = cur.pos - 1;
   let a = augStart;
   let hasZ = false;
@@ -289,9 +308,7 @@ export function parseCie(cur: Cursor, len: u64, off: u64, cie: Cie): i32 {
   if (version == 4) {
     const asz = cur.u8();
     const ssz = cur.u8();
-    if (cur.ok && (asz != 8 || ssz != 0)) {
-      return fail(Err.CFI_BAD_VERSION, "CIE at " + where(off) + ": address size " + asz.toString() + ", segment size " + ssz.toString() + " (expected 8, 0)");
-    }
+    if (cur.ok && (asz != 8 || ssz != 0)) return errCieSizes(off, asz, ssz);
   }
   cie.off = off;
   cie.codeAlign = cur.uleb();
@@ -301,13 +318,11 @@ export function parseCie(cur: Cursor, len: u64, off: u64, cie: Cie): i32 {
   cie.hasZ = hasZ;
   cie.signal = false;
   cie.initRowValid = false;
-  if (!cur.ok) return fail(Err.CFI_TRUNCATED, "CIE at " + where(off) + ": truncated header");
-  if (cie.raReg >= NREGS) {
-    return fail(Err.CFI_BAD_AUGMENTATION, "CIE at " + where(off) + ": return address column " + cie.raReg.toString() + " is not an x86-64 register the unwinder knows");
-  }
+  if (!cur.ok) return errCieTruncated(off);
+  if (cie.raReg >= NREGS) return errRaColumn(off, cie.raReg);
   if (hasZ) {
     const dataLen = cur.uleb();
-    if (!cur.ok || !cur.has(dataLen)) return fail(Err.CFI_TRUNCATED, "CIE at " + where(off) + ": augmentation data runs past the record");
+    if (!cur.ok || !cur.has(dataLen)) return errAugData(off, false);
     const dataEnd = cur.pos + dataLen;
     const saveEnd = cur.end;
     cur.end = dataEnd;
@@ -315,15 +330,13 @@ export function parseCie(cur: Cursor, len: u64, off: u64, cie: Cie): i32 {
       const c = load<u8>(cur.base + <usize>a);
       if (c == 0x52 /* R */) {
         cie.fdeEnc = cur.u8();
-        if (cur.ok && !validEncoding(cie.fdeEnc)) {
-          return fail(Err.CFI_BAD_ENCODING, "CIE at " + where(off) + ": FDE pointer encoding " + hex(cie.fdeEnc));
-        }
+        if (cur.ok && !validEncoding(cie.fdeEnc)) return errEncoding(off, 0, cie.fdeEnc);
       } else if (c == 0x4c /* L */) {
         const e = cur.u8();
-        if (cur.ok && !validEncoding(e)) return fail(Err.CFI_BAD_ENCODING, "CIE at " + where(off) + ": LSDA encoding " + hex(e));
+        if (cur.ok && !validEncoding(e)) return errEncoding(off, 1, e);
       } else if (c == 0x50 /* P */) {
         const e = cur.u8();
-        if (cur.ok && !validEncoding(e)) return fail(Err.CFI_BAD_ENCODING, "CIE at " + where(off) + ": personality encoding " + hex(e));
+        if (cur.ok && !validEncoding(e)) return errEncoding(off, 2, e);
         if (e != DW_EH_PE_omit) cur.skipEncoded(e);
       } else if (c == 0x53 /* S */) {
         cie.signal = true;
@@ -332,50 +345,16 @@ export function parseCie(cur: Cursor, len: u64, off: u64, cie: Cie): i32 {
       } else {
         break; // an unknown letter: 'z' tells us where the data ends
       }
-      if (!cur.ok) return fail(Err.CFI_TRUNCATED, "CIE at " + where(off) + ": augmentation data shorter than \"z\" says");
+      if (!cur.ok) return errAugShort(off);
     }
     cur.end = saveEnd;
     cur.pos = dataEnd;
   } else if (a < augEnd) {
-    return fail(Err.CFI_BAD_AUGMENTATION, "CIE at " + where(off) + ": augmentation \"" +
-      String.UTF8.decodeUnsafe(cur.base + <usize>augStart, <usize>(augEnd - augStart), false) + "\" without 'z' is not understood");
+    return errAugUnknown(off, cur.base + <usize>augStart, <usize>(augEnd - augStart));
   }
-  if (cie.fdeEnc == DW_EH_PE_omit) return fail(Err.CFI_BAD_ENCODING, "CIE at " + where(off) + ": FDE pointer encoding is 'omit'");
+  if (cie.fdeEnc == DW_EH_PE_omit) return errEncoding(off, 3, 0);
   cie.insStart = cur.pos;
-  cie.insEnd = head.next;
-  return 0;
-}
-
-/**
- * Parses the FDE at `off` whose CIE is already in `cie` (caller checked fde.cieOff).
- * Two steps so that the caller can use a cached CIE: readFdeHead, then finishFde.
- */
-export function readFdeHead(cur: Cursor, len: u64, off: u64, fde: Fde): i32 {
-  const r = readHead(cur, len, off);
-  if (r != 0) return r;
-  if (head.kind != RECORD_FDE) {
-    return fail(Err.CFI_BAD_FDE, "record at " + where(off) + " is not an FDE");
-  }
-  fde.off = off;
-  fde.cieOff = head.cieOff;
-  fde.insEnd = head.next;
-  return 0;
-}
-
-/** Continues after readFdeHead (cur is positioned at pc_begin). */
-export function finishFde(cur: Cursor, off: u64, cie: Cie, fde: Fde): i32 {
-  const begin = cur.encoded(cie.fdeEnc, 0);
-  const range = cur.encoded(cie.fdeEnc & 0x0f, 0);
-  if (!cur.ok) return fail(Err.CFI_BAD_FDE, "FDE at " + where(off) + ": unreadable pc_begin/pc_range in encoding " + hex(cie.fdeEnc));
-  if (begin + range < begin) return fail(Err.CFI_BAD_FDE, "FDE at " + where(off) + ": pc range " + hex(begin) + "+" + hex(range) + " wraps around");
-  fde.pcBegin = begin;
-  fde.pcEnd = begin + range;
-  if (cie.hasZ) {
-    const n = cur.uleb();
-    if (!cur.ok || !cur.has(n)) return fail(Err.CFI_TRUNCATED, "FDE at " + where(off) + ": augmentation data runs past the record");
-    cur.pos += n;
-  }
-  fde.insStart = cur.pos;
+  cie.insEnd = headNext;
   return 0;
 }
 
@@ -383,18 +362,19 @@ export function finishFde(cur: Cursor, off: u64, cie: Cie, fde: Fde): i32 {
 export function recordKind(cur: Cursor, len: u64, off: u64): i32 {
   const r = readHead(cur, len, off);
   if (r != 0) return -r;
-  nextRecord = head.next;
-  return head.kind;
+  nextRecord = headNext;
+  return headKind;
 }
 export let nextRecord: u64 = 0;
 
 // ---------------------------------------------------------------------------
-// Modules and the registry
+// Modules and the registry. Plain (@unmanaged) structures: the unwinder walks
+// them for every frame, and managed objects would cost shadow-stack traffic.
 
 // Table entry: u64 pc_begin, u64 FDE offset (16 bytes), sorted by pc_begin.
 export const ENTRY_SIZE: usize = 16;
 
-@final
+@final @unmanaged
 export class Module {
   id: i32 = 0;
   bytes: usize = 0; //    .eh_frame, in host memory (borrowed, not copied)
@@ -410,28 +390,47 @@ export class Module {
   free(): void {
     if (this.table != 0) heap.free(this.table);
     if (this.cie.initRow != 0) heap.free(this.cie.initRow);
-    this.bytes = 0; this.table = 0; this.cie.initRow = 0; this.cie.off = <u64>-1;
+    heap.free(changetype<usize>(this.cie));
+    heap.free(changetype<usize>(this));
   }
 }
 
 const cur = new Cursor();
-const scratchCie = new Cie();
 const scratchFde = new Fde();
 
-/** Parses the FDE at `off` of module m, using (and filling) its CIE cache. Result in scratchFde. */
+/** Parses the FDE at `off` of module m into fde, using (and filling) its CIE cache. */
 export function moduleFde(m: Module, off: u64, fde: Fde): i32 {
-  cur.set(m.bytes, m.addr, 0, m.len);
-  let r = readFdeHead(cur, m.len, off, fde);
+  const c = cur;
+  c.set(m.bytes, m.addr, 0, m.len);
+  let r = readHead(c, m.len, off);
   if (r != 0) return r;
-  const body = cur.pos;
-  const bodyEnd = cur.end;
-  if (m.cie.off != fde.cieOff) {
-    r = parseCie(cur, m.len, fde.cieOff, m.cie);
-    if (r != 0) { m.cie.off = <u64>-1; return r; }
+  if (headKind != RECORD_FDE) return errNotFde(off);
+  fde.off = off;
+  fde.cieOff = headCie;
+  fde.insEnd = headNext;
+  const body = c.pos;
+  const bodyEnd = c.end;
+  const cie = m.cie;
+  if (cie.off != headCie) {
+    r = parseCie(c, m.len, headCie, cie);
+    if (r != 0) { cie.off = <u64>-1; return r; }
   }
-  cur.pos = body;
-  cur.end = bodyEnd;
-  return finishFde(cur, off, m.cie, fde);
+  c.pos = body;
+  c.end = bodyEnd;
+  const enc = cie.fdeEnc;
+  const begin = c.encoded(enc, 0);
+  const range = c.encoded(enc & 0x0f, 0);
+  if (!c.ok) return errPcBegin(off, enc);
+  if (begin + range < begin) return errPcWraps(off, begin, range);
+  fde.pcBegin = begin;
+  fde.pcEnd = begin + range;
+  if (cie.hasZ) {
+    const n = c.uleb();
+    if (!c.ok || !c.has(n)) return errAugData(off, true);
+    c.pos += n;
+  }
+  fde.insStart = c.pos;
+  return 0;
 }
 
 /** Builds m's table by walking every record of its .eh_frame. */
@@ -477,7 +476,7 @@ function scanTable(m: Module): i32 {
 
 /** Builds m's table from its .eh_frame_hdr bytes [hdr, hdr+hdrLen) at target address hdrAddr. */
 function hdrTable(m: Module, hdr: usize, hdrLen: u64, hdrAddr: u64): i32 {
-  const c = new Cursor();
+  const c = cur;
   c.set(hdr, hdrAddr, 0, hdrLen);
   const version = c.u8();
   const ptrEnc = c.u8();
@@ -539,16 +538,30 @@ export function searchTable(t: usize, n: u32, target: u64): i32 {
   return found;
 }
 
-@final
+const PTR: usize = sizeof<usize>();
+
+@final @unmanaged
 export class Registry {
-  modules: Array<Module | null> = [null]; // by id; index 0 unused
-  // Modules with FDEs sorted by lo: u64 lo, u64 hi (hi in the second word), u32 id at +16 (24 bytes).
+  mods: usize = 0; //      Module pointers by id (slot 0 unused; 0: a removed module)
+  slots: i32 = 1; //       ids in use are < slots
+  cap: i32 = 0;
+  // Modules with FDEs sorted by lo: u64 lo, u64 hi, u32 id at +16 (24 bytes).
   index: usize = 0;
   indexCount: u32 = 0;
   // Known sigreturn trampolines without CFI: sorted u64 addresses.
   tramps: usize = 0;
   trampCount: u32 = 0;
   trampCap: u32 = 0;
+  // Scan sets using this registry; freeing it while they live empties it, and the
+  // last of them frees the structure.
+  users: u32 = 0;
+  dead: bool = false;
+
+  /** The module with this id, or 0. */
+  @inline module(id: i32): usize {
+    if (id <= 0 || id >= this.slots) return 0;
+    return load<usize>(this.mods + <usize>id * PTR);
+  }
 
   /** Adds a module; returns its id (> 0) or 0 with the error recorded. */
   add(eh: usize, ehLen: u64, ehAddr: u64, hdr: usize, hdrLen: u64, hdrAddr: u64): i32 {
@@ -567,9 +580,11 @@ export class Registry {
       if (scratchFde.pcEnd > hi) hi = scratchFde.pcEnd;
       m.hi = hi;
       // Modules may not overlap: a pc must have one answer.
-      for (let i: i32 = 1; i < this.modules.length; i++) {
-        const o = this.modules[i];
-        if (o === null || o.count == 0) continue;
+      for (let i: i32 = 1; i < this.slots; i++) {
+        const op = this.module(i);
+        if (op == 0) continue;
+        const o = changetype<Module>(op);
+        if (o.count == 0) continue;
         if (m.lo < o.hi && o.lo < m.hi) {
           fail(Err.CFI_OVERLAP, "module with .eh_frame at " + hex(ehAddr) + " covers pcs " + hex(m.lo) + ".." + hex(m.hi) +
             ", which overlap module " + i.toString() + " (" + hex(o.lo) + ".." + hex(o.hi) + ")");
@@ -578,48 +593,71 @@ export class Registry {
         }
       }
     }
-    // Reuse a free slot.
+    // Reuse a free slot, or grow.
     let id: i32 = 0;
-    for (let i: i32 = 1; i < this.modules.length; i++) if (this.modules[i] === null) { id = i; break; }
-    if (id == 0) { id = this.modules.length; this.modules.push(m); } else this.modules[id] = m;
+    for (let i: i32 = 1; i < this.slots; i++) if (this.module(i) == 0) { id = i; break; }
+    if (id == 0) {
+      if (this.slots >= this.cap) {
+        const cap = this.cap == 0 ? 16 : this.cap * 2;
+        const q = heap.alloc(<usize>cap * PTR);
+        memory.fill(q, 0, <usize>cap * PTR);
+        if (this.mods != 0) { memory.copy(q, this.mods, <usize>this.slots * PTR); heap.free(this.mods); }
+        this.mods = q;
+        this.cap = cap;
+      }
+      id = this.slots++;
+    }
+    store<usize>(this.mods + <usize>id * PTR, changetype<usize>(m));
     m.id = id;
     this.rebuildIndex();
     return id;
   }
 
   remove(id: i32): bool {
-    if (id <= 0 || id >= this.modules.length) return false;
-    const m = this.modules[id];
-    if (m === null) return false;
-    m.free();
-    this.modules[id] = null;
+    const p = this.module(id);
+    if (p == 0) return false;
+    changetype<Module>(p).free();
+    store<usize>(this.mods + <usize>id * PTR, 0);
     this.rebuildIndex();
     return true;
   }
 
+  /** Frees the modules and tables, and the registry itself unless a scan set still uses it. */
   freeAll(): void {
-    for (let i = 1; i < this.modules.length; i++) {
-      const m = this.modules[i];
-      if (m !== null) m.free();
-      this.modules[i] = null;
+    for (let i: i32 = 1; i < this.slots; i++) {
+      const p = this.module(i);
+      if (p != 0) changetype<Module>(p).free();
     }
+    if (this.mods != 0) heap.free(this.mods);
     if (this.index != 0) heap.free(this.index);
     if (this.tramps != 0) heap.free(this.tramps);
-    this.index = 0; this.tramps = 0; this.indexCount = 0; this.trampCount = 0;
+    this.mods = 0; this.slots = 1; this.cap = 0;
+    this.index = 0; this.indexCount = 0;
+    this.tramps = 0; this.trampCount = 0; this.trampCap = 0;
+    this.dead = true;
+    if (this.users == 0) heap.free(changetype<usize>(this));
+  }
+
+  /** A scan set stops using the registry. */
+  release(): void {
+    if (this.users > 0) this.users--;
+    if (this.dead && this.users == 0) heap.free(changetype<usize>(this));
   }
 
   private rebuildIndex(): void {
     if (this.index != 0) heap.free(this.index);
     let n: u32 = 0;
-    for (let i = 1; i < this.modules.length; i++) {
-      const m = this.modules[i];
-      if (m !== null && m.count > 0) n++;
+    for (let i: i32 = 1; i < this.slots; i++) {
+      const p = this.module(i);
+      if (p != 0 && changetype<Module>(p).count > 0) n++;
     }
     this.index = heap.alloc(max<usize>(<usize>n * 24, 24));
     let k: u32 = 0;
-    for (let i = 1; i < this.modules.length; i++) {
-      const m = this.modules[i];
-      if (m === null || m.count == 0) continue;
+    for (let i: i32 = 1; i < this.slots; i++) {
+      const p = this.module(i);
+      if (p == 0) continue;
+      const m = changetype<Module>(p);
+      if (m.count == 0) continue;
       // insertion by lo (module counts are small)
       let j = k;
       while (j > 0 && load<u64>(this.index + <usize>(j - 1) * 24) > m.lo) {
@@ -635,8 +673,8 @@ export class Registry {
     this.indexCount = k;
   }
 
-  /** The module whose pcs include pc, or null. */
-  @inline moduleFor(pc: u64): Module | null {
+  /** The module whose pcs include pc, or 0. */
+  @inline moduleFor(pc: u64): usize {
     let lo: i32 = 0;
     let hi: i32 = <i32>this.indexCount - 1;
     let found: i32 = -1;
@@ -646,26 +684,27 @@ export class Registry {
       if (load<u64>(ix + <usize>mid * 24) <= pc) { found = mid; lo = mid + 1; }
       else hi = mid - 1;
     }
-    if (found < 0) return null;
+    if (found < 0) return 0;
     const e = ix + <usize>found * 24;
-    if (pc >= load<u64>(e, 8)) return null;
-    return unchecked(this.modules[<i32>load<u32>(e, 16)]);
+    if (pc >= load<u64>(e, 8)) return 0;
+    return load<usize>(this.mods + <usize>load<u32>(e, 16) * PTR);
   }
 
   /**
-   * Finds the FDE covering pc: fills `fde` and returns its module, or returns null
+   * Finds the FDE covering pc: fills `fde` and returns its module, or returns 0
    * (lastFindError tells whether that was "no FDE" (0) or a parse error (its code)).
    */
-  find(pc: u64, fde: Fde): Module | null {
+  find(pc: u64, fde: Fde): usize {
     lastFindError = 0;
-    const m = this.moduleFor(pc);
-    if (m === null) return null;
+    const mp = this.moduleFor(pc);
+    if (mp == 0) return 0;
+    const m = changetype<Module>(mp);
     const i = searchTable(m.table, m.count, pc);
-    if (i < 0) return null;
+    if (i < 0) return 0;
     const r = moduleFde(m, load<u64>(m.table + <usize>i * ENTRY_SIZE, 8), fde);
-    if (r != 0) { lastFindError = r; return null; }
-    if (pc < fde.pcBegin || pc >= fde.pcEnd) return null;
-    return m;
+    if (r != 0) { lastFindError = r; return 0; }
+    if (pc < fde.pcBegin || pc >= fde.pcEnd) return 0;
+    return mp;
   }
 
   addTrampoline(addr: u64): void {
@@ -746,7 +785,7 @@ export function addImage(reg: Registry, img: usize, len: u64, base: u64): i32 {
     return 0;
   }
   const hdrAddr = base + hdrOff;
-  const c = new Cursor();
+  const c = cur;
   c.set(img + <usize>hdrOff, hdrAddr, 0, hdrSize);
   c.u8();
   const enc = c.u8();

@@ -24,12 +24,12 @@ export const REG_RBP: u32 = 6;
 export const REG_RIP: u32 = 16;
 
 // ptrace's struct user_regs_struct (<sys/user.h>), the register input of a thread:
-// 27 u64 in this order. USER_REGS_OFF[dwarf] is the byte offset of DWARF register n.
+// 27 u64 in this order. USER_REGS_OFF (a u32 table in static memory): the byte offset of DWARF register n.
 //   r15 r14 r13 r12 rbp rbx r11 r10 r9 r8 rax rcx rdx rsi rdi orig_rax rip cs
 //   eflags rsp ss fs_base gs_base ds es fs gs
 export const USER_REGS_SIZE: u32 = 216;
 // dwarf:                 rax rdx rcx rbx rsi  rdi  rbp rsp  r8 r9 r10 r11 r12 r13 r14 r15 rip
-export const USER_REGS_OFF: StaticArray<u32> = [80, 96, 88, 40, 104, 112, 32, 152, 72, 64, 56, 48, 24, 16, 8, 0, 128];
+export const USER_REGS_OFF: usize = memory.data<u32>([80, 96, 88, 40, 104, 112, 32, 152, 72, 64, 56, 48, 24, 16, 8, 0, 128]);
 
 // Linux x86-64 signal frame (arch/x86/include/uapi/asm/sigcontext.h, ucontext.h).
 // When the handler returns into the sigreturn trampoline its `ret` has popped
@@ -41,12 +41,12 @@ export const USER_REGS_OFF: StaticArray<u32> = [80, 96, 88, 40, 104, 112, 32, 15
 //   rsp+40   uc_mcontext      struct sigcontext:
 //              r8 r9 r10 r11 r12 r13 r14 r15 rdi rsi rbp rbx rdx rax rcx rsp rip ...
 //
-// SIGCONTEXT_OFF[dwarf] is the offset of DWARF register n from rsp (glibc's
+// SIGCONTEXT_OFF (u32 table): the offset of DWARF register n from rsp (glibc's
 // __restore_rt CFI uses the same offsets, sysdeps/unix/sysv/linux/x86_64/libc_sigaction.c).
 // dwarf:                        rax  rdx  rcx  rbx  rsi  rdi  rbp  rsp r8  r9  r10 r11 r12 r13 r14 r15 rip
-export const SIGCONTEXT_OFF: StaticArray<u32> = [144, 136, 152, 128, 112, 104, 120, 160, 40, 48, 56, 64, 72, 80, 88, 96, 168];
+export const SIGCONTEXT_OFF: usize = memory.data<u32>([144, 136, 152, 128, 112, 104, 120, 160, 40, 48, 56, 64, 72, 80, 88, 96, 168]);
 // mov $15, %rax; syscall: the kernel's rt_sigreturn trampoline (glibc's and musl's __restore_rt).
-export const SIGRETURN_CODE: StaticArray<u8> = [0x48, 0xc7, 0xc0, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05];
+export const SIGRETURN_CODE: usize = memory.data<u8>([0x48, 0xc7, 0xc0, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05]);
 
 // Call frame instructions (DWARF 5, table 7.29). The high two bits select the
 // three "primary" opcodes that carry an operand in the low six bits.

@@ -11,7 +11,10 @@
 //
 // Bounds: at most EXPR_STACK entries, at most EXPR_STEPS operations (DW_OP_skip
 // and DW_OP_bra can loop), every operand read within the block.
-import { Err, fail, hex } from "../error";
+import {
+  errExpr, errExprRegister, errExprMemory, EXPR_TOO_LONG, EXPR_TRUNCATED, EXPR_UNDERFLOW, EXPR_OVERFLOW,
+  EXPR_BRANCH, EXPR_DIV_ZERO, EXPR_EMPTY, EXPR_UNSUPPORTED, EXPR_DEREF_SIZE, EXPR_PICK,
+} from "./errors";
 import { Cursor } from "./cfi";
 import { readMem, memFault, MEM_OK } from "./mem";
 import {
@@ -35,10 +38,6 @@ export let exprMemFault: bool = false;
 const stack: usize = heap.alloc(<usize>EXPR_STACK * 8);
 const c = new Cursor();
 
-function bad(what: string, at: u64): i32 {
-  return fail(Err.STACK_BAD_EXPRESSION, "DWARF expression: " + what + " at byte " + at.toString());
-}
-
 /**
  * Evaluates the expression [ptr, ptr+len). `regs` holds DWARF registers 0..16 (u64
  * each), `valid` which of them are known. push: whether `initial` starts the stack.
@@ -50,7 +49,7 @@ export function evalExpr(ptr: usize, len: u64, regs: usize, valid: u32, push: bo
   let sp: u32 = 0;
   if (push) { store<u64>(stack, initial); sp = 1; }
   for (let steps: u32 = 0; c.pos < c.end; steps++) {
-    if (steps >= EXPR_STEPS) return bad("more than " + EXPR_STEPS.toString() + " operations (a loop?)", c.pos);
+    if (steps >= EXPR_STEPS) return errExpr(EXPR_TOO_LONG, c.pos, 0, EXPR_STEPS);
     const at = c.pos;
     const op = <u8>c.u8();
     // Operands first; then pop/push.
@@ -62,9 +61,9 @@ export function evalExpr(ptr: usize, len: u64, regs: usize, valid: u32, push: bo
     } else if (op >= DW_OP_breg0 && op < DW_OP_breg0 + 32 || op == DW_OP_bregx) {
       const r: u64 = op == DW_OP_bregx ? c.uleb() : <u64>(op - DW_OP_breg0);
       const off = c.sleb();
-      if (!c.ok) return bad("truncated operand", at);
+      if (!c.ok) return errExpr(EXPR_TRUNCATED, at, 0, 0);
       if (r >= <u64>NREGS || (valid & (1 << <u32>r)) == 0) {
-        return fail(Err.STACK_BAD_RULE, "DWARF expression: DW_OP_breg" + r.toString() + " needs a register the unwinder does not know here");
+        return errExprRegister(r);
       }
       v = load<u64>(regs + <usize>r * 8) + <u64>off;
     } else {
@@ -81,16 +80,16 @@ export function evalExpr(ptr: usize, len: u64, regs: usize, valid: u32, push: bo
         case DW_OP_nop: pushes = false; break;
         case DW_OP_skip: case DW_OP_bra: {
           const d = <i64><i16>c.u16();
-          if (!c.ok) return bad("truncated operand", at);
+          if (!c.ok) return errExpr(EXPR_TRUNCATED, at, 0, 0);
           let take = true;
           if (op == DW_OP_bra) {
-            if (sp < 1) return bad("stack underflow", at);
+            if (sp < 1) return errExpr(EXPR_UNDERFLOW, at, 0, 0);
             sp--;
             take = load<u64>(stack + <usize>sp * 8) != 0;
           }
           if (take) {
             const target = <i64>c.pos + d;
-            if (target < 0 || <u64>target > c.end) return bad("branch outside the expression", at);
+            if (target < 0 || <u64>target > c.end) return errExpr(EXPR_BRANCH, at, 0, 0);
             c.pos = <u64>target;
           }
           pushes = false;
@@ -107,10 +106,10 @@ export function evalExpr(ptr: usize, len: u64, regs: usize, valid: u32, push: bo
         case DW_OP_and: case DW_OP_div: case DW_OP_minus: case DW_OP_mod: case DW_OP_mul: case DW_OP_or:
         case DW_OP_plus: case DW_OP_shl: case DW_OP_shr: case DW_OP_shra: case DW_OP_xor: case DW_OP_eq:
         case DW_OP_ge: case DW_OP_gt: case DW_OP_le: case DW_OP_lt: case DW_OP_ne: need = 2; break;
-        default: return bad("unsupported operation " + hex(op), at);
+        default: return errExpr(EXPR_UNSUPPORTED, at, <u64>op, 0);
       }
-      if (!c.ok) return bad("truncated operand", at);
-      if (sp < need) return bad("stack underflow", at);
+      if (!c.ok) return errExpr(EXPR_TRUNCATED, at, 0, 0);
+      if (sp < need) return errExpr(EXPR_UNDERFLOW, at, 0, 0);
       if (need > 0) {
         const top = load<u64>(stack + <usize>(sp - 1) * 8);
         switch (op) {
@@ -137,13 +136,13 @@ export function evalExpr(ptr: usize, len: u64, regs: usize, valid: u32, push: bo
             let size: u32 = 8;
             if (op == DW_OP_deref_size) {
               size = c.u8();
-              if (!c.ok) return bad("truncated operand", at);
-              if (size < 1 || size > 8) return bad("DW_OP_deref_size of " + size.toString() + " bytes", at);
+              if (!c.ok) return errExpr(EXPR_TRUNCATED, at, 0, 0);
+              if (size < 1 || size > 8) return errExpr(EXPR_DEREF_SIZE, at, <u64>size, 0);
             }
             const m = readMem(top, size);
             if (memFault != MEM_OK) {
               exprMemFault = true;
-              return fail(Err.STACK_NEED_MEMORY, "DWARF expression: reads " + hex(top) + ", outside the stack memory given");
+              return errExprMemory(top);
             }
             sp--; v = m;
             break;
@@ -153,7 +152,7 @@ export function evalExpr(ptr: usize, len: u64, regs: usize, valid: u32, push: bo
           case DW_OP_not: sp--; v = ~top; break;
           case DW_OP_plus_uconst: {
             const k = c.uleb();
-            if (!c.ok) return bad("truncated operand", at);
+            if (!c.ok) return errExpr(EXPR_TRUNCATED, at, 0, 0);
             sp--; v = top + k;
             break;
           }
@@ -169,13 +168,13 @@ export function evalExpr(ptr: usize, len: u64, regs: usize, valid: u32, push: bo
               case DW_OP_minus: v = s - top; break;
               case DW_OP_mul: v = s * top; break;
               case DW_OP_div: {
-                if (top == 0) return bad("division by zero", at);
+                if (top == 0) return errExpr(EXPR_DIV_ZERO, at, 0, 0);
                 if (<i64>top == -1) v = <u64>(-<i64>s); // avoids the i64 overflow trap
                 else v = <u64>(<i64>s / <i64>top);
                 break;
               }
               case DW_OP_mod: {
-                if (top == 0) return bad("division by zero", at);
+                if (top == 0) return errExpr(EXPR_DIV_ZERO, at, 0, 0);
                 v = s % top;
                 break;
               }
@@ -193,18 +192,18 @@ export function evalExpr(ptr: usize, len: u64, regs: usize, valid: u32, push: bo
         }
       } else if (op == DW_OP_pick) {
         const k = <u32>c.u8();
-        if (!c.ok) return bad("truncated operand", at);
-        if (k >= sp) return bad("DW_OP_pick " + k.toString() + " below the stack", at);
+        if (!c.ok) return errExpr(EXPR_TRUNCATED, at, 0, 0);
+        if (k >= sp) return errExpr(EXPR_PICK, at, <u64>k, 0);
         v = load<u64>(stack + <usize>(sp - 1 - k) * 8);
       }
     }
     if (pushes) {
-      if (sp >= EXPR_STACK) return bad("stack overflow", at);
+      if (sp >= EXPR_STACK) return errExpr(EXPR_OVERFLOW, at, 0, 0);
       store<u64>(stack + <usize>sp * 8, v);
       sp++;
     }
   }
-  if (sp == 0) return bad("empty stack at the end", c.pos);
+  if (sp == 0) return errExpr(EXPR_EMPTY, c.pos, 0, 0);
   exprValue = load<u64>(stack + <usize>(sp - 1) * 8);
   return 0;
 }

@@ -6,7 +6,8 @@
 // restored without allocating:
 //
 //   0  u32 cfa type (CFA_*)   4 u32 cfa register   8 i64 cfa offset
-//   16 u64 cfa expression (pointer in core memory)   24 u64 its length
+//   16 u64 cfa expression (pointer in core memory)   24 u32 its length
+//   28 u32 mask: bit r set when register r has a rule (not RULE_UNSET)
 //   32 + 24*r, for DWARF registers r = 0..16:
 //        +0 u32 rule (RULE_*)   +4 u32 register (RULE_REGISTER)
 //        +8 i64 offset N, or the expression's pointer   +16 u64 expression length
@@ -15,8 +16,8 @@
 // advance would move the location past the target pc. remember_state/restore_state
 // save the whole row, CFA included (what gcc relies on and libgcc and gdb do).
 // Columns above 16 (vector and x87 registers) are parsed and ignored.
-import { Err, fail, hex } from "../error";
-import { Cursor, Cie, Fde, Module, where, recordKind, nextRecord, parseCie, moduleFde } from "./cfi";
+import { Cursor, Cie, Fde, Module, recordKind, nextRecord, parseCie, moduleFde, RECORD_CIE, RECORD_END } from "./cfi";
+import { errStateDepth, errRestoreState, errOpcode, errProgramTruncated } from "./errors";
 import {
   NREGS, CFA_REG_OFFSET, CFA_EXPRESSION, RULE_UNSET, RULE_UNDEFINED, RULE_SAME, RULE_OFFSET,
   RULE_VAL_OFFSET, RULE_REGISTER, RULE_EXPRESSION, RULE_VAL_EXPRESSION,
@@ -29,7 +30,7 @@ import {
   DW_CFA_GNU_negative_offset_extended,
 } from "./dwarf";
 
-export const ROW_SIZE: usize = 32 + 24 * NREGS;
+export const ROW_SIZE: usize = 32 + 24 * NREGS; // 440
 export const STATE_DEPTH: u32 = 32; // remember_state nesting (gcc emits 1 or 2)
 
 @inline export function ruleAt(row: usize, r: u32): usize { return row + 32 + <usize>r * 24; }
@@ -48,6 +49,9 @@ export let rowEnd: u64 = 0;
   store<u32>(p, 0, 4);
   store<i64>(p, val, 8);
   store<u64>(p, len, 16);
+  const bit: u32 = 1 << <u32>r;
+  const mask = load<u32>(row, 28);
+  store<u32>(row, type == RULE_UNSET ? mask & ~bit : mask | bit, 28);
 }
 
 /**
@@ -58,10 +62,77 @@ export let rowEnd: u64 = 0;
 function execute(m: Module, cie: Cie, start: u64, end: u64, row: usize, init: usize, loc: u64, target: u64, what: u64): i32 {
   const c = prog;
   c.set(m.bytes, m.addr, start, end);
+  const base = m.bytes;
+  const codeAlign = cie.codeAlign;
+  const dataAlign = cie.dataAlign;
   let depth: u32 = 0;
   rowEnd = <u64>-1;
   rowStart = loc;
-  while (c.pos < c.end) {
+  let pos = start;
+  while (pos < end) {
+    // Fast paths, in locals, for what gcc's programs are made of: advance_loc,
+    // def_cfa_offset and offset with one-byte operands.
+    const op0 = <u32>load<u8>(base + <usize>pos);
+    if ((op0 & 0xc0) == DW_CFA_advance_loc) {
+      pos++;
+      if (init != 0) {
+        const next = loc + <u64>(op0 & 0x3f) * codeAlign;
+        if (next > target) { rowEnd = next; return 0; }
+        loc = next;
+        rowStart = loc;
+      }
+      continue;
+    }
+    if (op0 == DW_CFA_nop) { pos++; continue; }
+    if ((op0 & 0xc0) == DW_CFA_restore) { restoreReg(row, init, <u64>(op0 & 0x3f)); pos++; continue; }
+    if (op0 == DW_CFA_remember_state) {
+      if (depth >= STATE_DEPTH) return errStateDepth(what, pos, STATE_DEPTH);
+      copyRow(stateStack + <usize>depth * ROW_SIZE, row);
+      depth++;
+      pos++;
+      continue;
+    }
+    if (op0 == DW_CFA_restore_state) {
+      if (depth == 0) return errRestoreState(what, pos);
+      depth--;
+      copyRow(row, stateStack + <usize>depth * ROW_SIZE);
+      pos++;
+      continue;
+    }
+    if (pos + 1 < end) {
+      const b = <u32>load<u8>(base + <usize>pos + 1);
+      if (op0 == DW_CFA_advance_loc1) {
+        pos += 2;
+        if (init != 0) {
+          const next = loc + <u64>b * codeAlign;
+          if (next > target) { rowEnd = next; return 0; }
+          loc = next;
+          rowStart = loc;
+        }
+        continue;
+      }
+      if (op0 == DW_CFA_def_cfa_offset && b >= 0x80 && pos + 2 < end) {
+        const b2 = <u32>load<u8>(base + <usize>pos + 2);
+        if (b2 < 0x80) { store<i64>(row, <i64>((b & 0x7f) | (b2 << 7)), 8); pos += 3; continue; }
+      }
+      if (b < 0x80) {
+        if (op0 == DW_CFA_def_cfa_offset) { store<i64>(row, <i64>b, 8); pos += 2; continue; }
+        if ((op0 & 0xc0) == DW_CFA_offset) {
+          const p = ruleAt(row, op0 & 0x3f);
+          if ((op0 & 0x3f) < NREGS) {
+            store<u32>(p, RULE_OFFSET);
+            store<u32>(p, 0, 4);
+            store<i64>(p, <i64>b * dataAlign, 8);
+            store<u64>(p, 0, 16);
+            store<u32>(row, load<u32>(row, 28) | (1 << (op0 & 0x3f)), 28);
+          }
+          pos += 2;
+          continue;
+        }
+      }
+    }
+    // The general path, through the cursor.
+    c.pos = pos;
     const at = c.pos;
     const op = c.u8();
     const hi = op & 0xc0;
@@ -97,16 +168,14 @@ function execute(m: Module, cie: Cie, start: u64, end: u64, row: usize, init: us
           break;
         }
         case DW_CFA_remember_state:
-          if (depth >= STATE_DEPTH) {
-            return fail(Err.CFI_STATE_OVERFLOW, "FDE at " + where(what) + ": DW_CFA_remember_state nested deeper than " + STATE_DEPTH.toString() + " at " + where(at));
-          }
-          memory.copy(stateStack + <usize>depth * ROW_SIZE, row, ROW_SIZE);
+          if (depth >= STATE_DEPTH) return errStateDepth(what, at, STATE_DEPTH);
+          copyRow(stateStack + <usize>depth * ROW_SIZE, row);
           depth++;
           break;
         case DW_CFA_restore_state:
-          if (depth == 0) return fail(Err.CFI_BAD_INSTRUCTION, "FDE at " + where(what) + ": DW_CFA_restore_state without remember_state at " + where(at));
+          if (depth == 0) return errRestoreState(what, at);
           depth--;
-          memory.copy(row, stateStack + <usize>depth * ROW_SIZE, ROW_SIZE);
+          copyRow(row, stateStack + <usize>depth * ROW_SIZE);
           break;
         case DW_CFA_def_cfa: {
           const r = c.uleb();
@@ -132,10 +201,10 @@ function execute(m: Module, cie: Cie, start: u64, end: u64, row: usize, init: us
         case DW_CFA_def_cfa_offset_sf: store<i64>(row, c.sleb() * cie.dataAlign, 8); break;
         case DW_CFA_def_cfa_expression: {
           const n = c.uleb();
-          if (!c.ok || !c.has(n)) return truncated(what, at);
+          if (!c.ok || !c.has(n)) return errProgramTruncated(what, at);
           store<u32>(row, CFA_EXPRESSION);
           store<u64>(row, <u64>(c.base + <usize>c.pos), 16);
-          store<u64>(row, n, 24);
+          store<u32>(row, <u32>n, 24); // n fits: it lies inside the input, in a 32-bit memory
           c.pos += n;
           break;
         }
@@ -143,7 +212,7 @@ function execute(m: Module, cie: Cie, start: u64, end: u64, row: usize, init: us
         case DW_CFA_val_expression: {
           const r = c.uleb();
           const n = c.uleb();
-          if (!c.ok || !c.has(n)) return truncated(what, at);
+          if (!c.ok || !c.has(n)) return errProgramTruncated(what, at);
           setRule(row, r, op == DW_CFA_expression ? RULE_EXPRESSION : RULE_VAL_EXPRESSION, <i64>(c.base + <usize>c.pos), n);
           c.pos += n;
           break;
@@ -170,27 +239,41 @@ function execute(m: Module, cie: Cie, start: u64, end: u64, row: usize, init: us
           break;
         }
         default:
-          return fail(Err.CFI_BAD_INSTRUCTION, "FDE at " + where(what) + ": unknown call frame instruction " + hex(op) + " at " + where(at));
+          return errOpcode(what, op, at);
       }
     }
-    if (!c.ok) return truncated(what, at);
+    if (!c.ok) return errProgramTruncated(what, at);
     if (advanced && init != 0) {
       if (next > target) { rowEnd = next; return 0; }
       loc = next;
       rowStart = loc;
     }
+    pos = c.pos;
   }
   return 0;
 }
 
-function truncated(what: u64, at: u64): i32 {
-  return fail(Err.CFI_TRUNCATED, "FDE at " + where(what) + ": call frame instruction at " + where(at) + " runs past the end of its record");
-}
-
 @inline function restoreReg(row: usize, init: usize, r: u64): void {
   if (r >= <u64>NREGS) return;
-  if (init == 0) setRule(row, r, RULE_UNSET, 0, 0);
-  else memory.copy(ruleAt(row, <u32>r), ruleAt(init, <u32>r), 24);
+  if (init == 0) { setRule(row, r, RULE_UNSET, 0, 0); return; }
+  const d = ruleAt(row, <u32>r), s = ruleAt(init, <u32>r);
+  store<u64>(d, load<u64>(s));
+  store<u64>(d, load<u64>(s, 8), 8);
+  store<u64>(d, load<u64>(s, 16), 16);
+  const bit: u32 = 1 << <u32>r;
+  const mask = load<u32>(row, 28);
+  store<u32>(row, load<u32>(s) == RULE_UNSET ? mask & ~bit : mask | bit, 28);
+}
+
+/** Copies a row (inline copies: a memory.copy call costs more at this size). */
+@inline export function copyRow(dst: usize, src: usize): void {
+  if (ASC_FEATURE_SIMD) {
+    // ROW_SIZE = 440 = 27 x 16 + 8
+    for (let i: usize = 0; i < 432; i += 16) v128.store(dst + i, v128.load(src + i));
+    store<u64>(dst + 432, load<u64>(src + 432));
+  } else {
+    for (let i: usize = 0; i < ROW_SIZE; i += 8) store<u64>(dst + i, load<u64>(src + i));
+  }
 }
 
 /** Makes sure the module's cached CIE (which must be `fde`'s) has its initial row. */
@@ -212,7 +295,7 @@ function initialRow(m: Module): i32 {
 export function computeRow(m: Module, fde: Fde, target: u64, row: usize): i32 {
   let r = initialRow(m);
   if (r != 0) return r;
-  memory.copy(row, m.cie.initRow, ROW_SIZE);
+  copyRow(row, m.cie.initRow);
   r = execute(m, m.cie, fde.insStart, fde.insEnd, row, m.cie.initRow, fde.pcBegin, target, fde.off);
   if (r == 0 && rowEnd > fde.pcEnd) rowEnd = fde.pcEnd;
   return r;
@@ -238,9 +321,9 @@ export function verifyModule(m: Module): i32 {
     vCur.set(m.bytes, m.addr, 0, m.len);
     const k = recordKind(vCur, m.len, off);
     if (k < 0) return -k;
-    if (k == 3) break; // terminator
+    if (k == RECORD_END) break;
     const next = nextRecord;
-    if (k == 1) {
+    if (k == RECORD_CIE) {
       // Parse into the module's cache and run its initial instructions.
       m.cie.off = <u64>-1;
       let r = parseCie(vCur, m.len, off, m.cie);

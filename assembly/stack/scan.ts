@@ -25,6 +25,7 @@
 // Words in the box go through the exact range search.
 import { Err, fail, hex } from "../error";
 import { Registry } from "./cfi";
+import { errDepth } from "./errors";
 import { sortByKey } from "./sort";
 import { setSegments, segs, nsegs, SEG_SIZE, memFault, MEM_OUTSIDE, needAddr } from "./mem";
 import { regs, step, startFrame, STEP_OK, STEP_OUTERMOST, stepCfa, stepSignal, stepRaSlot, stepMemory } from "./unwind";
@@ -33,8 +34,8 @@ import { REG_RSP, REG_RIP, USER_REGS_OFF } from "./dwarf";
 // Range record (32 bytes): u64 lo, u64 hi, u64 max hi of this and all before (sorted by lo), u32 id.
 const RANGE_SIZE: usize = 32;
 
-@final
-class RangeSet {
+@final @unmanaged
+export class RangeSet {
   p: usize = 0;
   n: u32 = 0;
   cap: u32 = 0;
@@ -94,20 +95,28 @@ class RangeSet {
   @inline lo(): u64 { return this.n == 0 ? <u64>-1 : load<u64>(this.p); }
   @inline hi(): u64 { return this.n == 0 ? 0 : load<u64>(this.p + <usize>(this.n - 1) * RANGE_SIZE, 16); }
 
-  free(): void { if (this.p != 0) heap.free(this.p); this.p = 0; this.n = 0; this.cap = 0; }
+  free(): void {
+    if (this.p != 0) heap.free(this.p);
+    heap.free(changetype<usize>(this));
+  }
 }
 
-@final
+@final @unmanaged
 export class ScanSet {
   reg: Registry;
   forbidden: RangeSet = new RangeSet();
   // Entry windows stored as [lo, hi-1) and searched with pc-1: "lo < pc < hi".
   windows: RangeSet = new RangeSet();
-  constructor(reg: Registry) { this.reg = reg; }
+  constructor(reg: Registry) { this.reg = reg; reg.users++; }
 
   addForbidden(lo: u64, hi: u64, id: u32): void { this.forbidden.add(lo, hi, id); }
   addWindow(lo: u64, hi: u64, id: u32): void { this.windows.add(lo, hi - 1, id); }
-  free(): void { this.forbidden.free(); this.windows.free(); }
+  free(): void {
+    this.forbidden.free();
+    this.windows.free();
+    this.reg.release();
+    heap.free(changetype<usize>(this));
+  }
 }
 
 // Flags of stack_scan_thread.
@@ -242,7 +251,7 @@ function precise(set: ScanSet, flags: u32, maxFrames: u32, frames: usize, cap: u
     if (pendingReturn) { rReturn = pc; pendingReturn = false; }
     if (k >= maxFrames) {
       rFrames = k;
-      return fail(Err.STACK_DEPTH_LIMIT, "more than " + maxFrames.toString() + " frames (the limit given)");
+      return errDepth(maxFrames);
     }
     const a = exact ? pc : pc - 1;
     const fr = set.forbidden.n > 0 ? set.forbidden.find(a) : -1;
@@ -302,8 +311,8 @@ let boxSpan: u64 = 0;
 
 function conservative(set: ScanSet, userRegs: usize, flags: u32): void {
   rMode = MODE_CONSERVATIVE;
-  const pc = load<u64>(userRegs + <usize>unchecked(USER_REGS_OFF[REG_RIP]));
-  const rsp = load<u64>(userRegs + <usize>unchecked(USER_REGS_OFF[REG_RSP]));
+  const pc = load<u64>(userRegs + <usize>load<u32>(USER_REGS_OFF + <usize>REG_RIP * 4));
+  const rsp = load<u64>(userRegs + <usize>load<u32>(USER_REGS_OFF + <usize>REG_RSP * 4));
   rEndPc = pc;
   // pc: exact.
   if (set.forbidden.n > 0) {

@@ -20,8 +20,8 @@
 // (glibc marks _start and clone3 so). It fails, and says why, on a pc no FDE
 // covers, a CFA that does not move up the stack, a register it needs but does
 // not know, or memory outside what the host gave (mem.ts).
-import { Err, fail, hex } from "../error";
-import { Registry, Fde, lastFindError } from "./cfi";
+import { Registry, Fde, Module, lastFindError } from "./cfi";
+import { errNoFde, errCfaRegister, errNoCfa, errRaNoRule, errRaUnknown, errCfaDown, errRuleMemory } from "./errors";
 import { computeRow, ROW_SIZE, ruleAt } from "./row";
 import { evalExpr, exprValue, exprMemFault } from "./expr";
 import { readMem, memFault, MEM_OK, needAddr } from "./mem";
@@ -47,14 +47,24 @@ export let stepSignal: bool = false; //  the frame was a signal trampoline: the 
 export let stepRaSlot: u64 = 0; //      where the return address was read (0: not from memory)
 export let stepMemory: bool = false; //  the step failed on a memory read (mem.ts says which)
 
-@inline function memFailed(what: string): i32 {
+/** Copies the 17 registers (136 bytes). */
+@inline function copyRegs(dst: usize, src: usize): void {
+  if (ASC_FEATURE_SIMD) {
+    for (let i: usize = 0; i < 128; i += 16) v128.store(dst + i, v128.load(src + i));
+    store<u64>(dst + 128, load<u64>(src + 128));
+  } else {
+    for (let i: usize = 0; i < 136; i += 8) store<u64>(dst + i, load<u64>(src + i));
+  }
+}
+
+@inline function memFailed(fde: u64, reg: i32, expr: bool): i32 {
   stepMemory = true;
-  return fail(Err.STACK_NEED_MEMORY, what + " reads " + hex(needAddr) + ", outside the stack memory given");
+  return errRuleMemory(fde, reg, needAddr, expr);
 }
 
 /**
  * Unwinds one frame: `exact` says whether regs' pc is exact (see above).
- * Returns STEP_OK, STEP_OUTERMOST, or an error code (> 0, recorded with fail()).
+ * Returns STEP_OK, STEP_OUTERMOST, or an error code (> 0, recorded with fail() in errors.ts).
  */
 export function step(reg: Registry, exact: bool): i32 {
   stepMemory = false;
@@ -64,11 +74,12 @@ export function step(reg: Registry, exact: bool): i32 {
   // A declared trampoline wins over CFI: pc-1 may fall in the preceding function's FDE.
   if (reg.trampCount > 0 && reg.isTrampoline(pc)) return sigreturnStep();
   const lookup = exact ? pc : pc - 1;
-  const m = reg.find(lookup, fde);
-  if (m === null) {
+  const mp = reg.find(lookup, fde);
+  if (mp == 0) {
     if (lastFindError != 0) return lastFindError;
-    return fail(Err.STACK_NO_FDE, "no FDE covers pc " + hex(pc) + (exact ? "" : " (looked up as " + hex(lookup) + ")"));
+    return errNoFde(pc, exact);
   }
+  const m = changetype<Module>(mp);
   let r = computeRow(m, fde, lookup, row);
   if (r != 0) return r;
 
@@ -78,39 +89,48 @@ export function step(reg: Registry, exact: bool): i32 {
   if (cfaType == CFA_REG_OFFSET) {
     const cr = load<u32>(row, 4);
     if (cr >= NREGS || (valid & (1 << cr)) == 0) {
-      return fail(Err.STACK_BAD_RULE, "FDE " + hex(fde.pcBegin) + ": CFA rule uses register " + cr.toString() + ", unknown at pc " + hex(pc));
+      return errCfaRegister(fde.pcBegin, cr, pc);
     }
     cfa = load<u64>(regs + <usize>cr * 8) + <u64>load<i64>(row, 8);
   } else if (cfaType == CFA_EXPRESSION) {
-    r = evalExpr(<usize>load<u64>(row, 16), load<u64>(row, 24), regs, valid, false, 0);
+    r = evalExpr(<usize>load<u64>(row, 16), <u64>load<u32>(row, 24), regs, valid, false, 0);
     if (r != 0) { stepMemory = exprMemFault; return r; }
     cfa = exprValue;
   } else {
-    return fail(Err.STACK_BAD_RULE, "FDE " + hex(fde.pcBegin) + ": no CFA rule at pc " + hex(pc));
+    return errNoCfa(fde.pcBegin, pc);
   }
   stepCfa = cfa;
   const ra = m.cie.raReg;
   const raType = load<u32>(ruleAt(row, ra));
   if (raType == RULE_UNDEFINED) return STEP_OUTERMOST;
   if (raType == RULE_UNSET || raType == RULE_SAME) {
-    return fail(Err.STACK_BAD_RULE, "FDE " + hex(fde.pcBegin) + ": the return address has no rule at pc " + hex(pc));
+    return errRaNoRule(fde.pcBegin, pc);
   }
 
-  // Caller's registers.
+  // Caller's registers: those without a rule keep their value (rsp: the CFA);
+  // only the registers in the row's mask have work to do.
+  copyRegs(next, regs);
   let nvalid: u32 = valid;
-  for (let i: u32 = 0; i < NREGS; i++) {
+  if ((load<u32>(row, 28) & (1 << REG_RSP)) == 0) {
+    store<u64>(next + <usize>REG_RSP * 8, cfa);
+    nvalid |= 1 << REG_RSP;
+  }
+  let mask = load<u32>(row, 28);
+  while (mask != 0) {
+    const i = <u32>ctz(mask);
+    mask &= mask - 1;
     const p = ruleAt(row, i);
     const t = load<u32>(p);
     let v: u64 = load<u64>(regs + <usize>i * 8);
     switch (t) {
-      case RULE_UNSET: case RULE_SAME:
+      case RULE_SAME:
         if (i == REG_RSP) { v = cfa; nvalid |= 1 << i; }
         break;
       case RULE_UNDEFINED: nvalid &= ~(1 << i); break;
       case RULE_OFFSET: {
         const a = cfa + <u64>load<i64>(p, 8);
         v = readMem(a, 8);
-        if (memFault != MEM_OK) return memFailed("FDE " + hex(fde.pcBegin) + ": the rule of register " + i.toString());
+        if (memFault != MEM_OK) return memFailed(fde.pcBegin, <i32>i, false);
         if (i == ra) stepRaSlot = a;
         nvalid |= 1 << i;
         break;
@@ -129,7 +149,7 @@ export function step(reg: Registry, exact: bool): i32 {
         if (t == RULE_EXPRESSION) {
           if (i == ra) stepRaSlot = v;
           v = readMem(v, 8);
-          if (memFault != MEM_OK) return memFailed("FDE " + hex(fde.pcBegin) + ": the expression rule of register " + i.toString());
+          if (memFault != MEM_OK) return memFailed(fde.pcBegin, <i32>i, true);
         }
         nvalid |= 1 << i;
         break;
@@ -141,17 +161,17 @@ export function step(reg: Registry, exact: bool): i32 {
     store<u64>(next + <usize>REG_RIP * 8, load<u64>(next + <usize>ra * 8));
     if ((nvalid & (1 << ra)) != 0) nvalid |= 1 << REG_RIP; else nvalid &= ~(1 << REG_RIP);
   }
-  if ((nvalid & (1 << REG_RIP)) == 0) return fail(Err.STACK_BAD_RULE, "FDE " + hex(fde.pcBegin) + ": the return address is unknown at pc " + hex(pc));
+  if ((nvalid & (1 << REG_RIP)) == 0) return errRaUnknown(fde.pcBegin, pc);
   const signal = m.cie.signal;
   if (!signal) {
     // A call pushed the return address: the caller's stack pointer is above ours.
     const sp = load<u64>(regs + <usize>REG_RSP * 8);
     const nsp = load<u64>(next + <usize>REG_RSP * 8);
     if (nsp <= sp) {
-      return fail(Err.STACK_BAD_CFA, "FDE " + hex(fde.pcBegin) + ": at pc " + hex(pc) + " the caller's stack pointer " + hex(nsp) + " is not above " + hex(sp) + " (corrupt stack?)");
+      return errCfaDown(fde.pcBegin, pc, nsp, sp);
     }
   }
-  memory.copy(regs, next, <usize>NREGS * 8);
+  copyRegs(regs, next);
   valid = nvalid;
   stepSignal = signal;
   return STEP_OK;
@@ -160,7 +180,7 @@ export function step(reg: Registry, exact: bool): i32 {
 /** Starts an unwind at the registers of a ptrace user_regs_struct (dwarf.ts). */
 export function startFrame(userRegs: usize): void {
   for (let i: u32 = 0; i < NREGS; i++) {
-    store<u64>(regs + <usize>i * 8, load<u64>(userRegs + <usize>unchecked(USER_REGS_OFF[i])));
+    store<u64>(regs + <usize>i * 8, load<u64>(userRegs + <usize>load<u32>(USER_REGS_OFF + <usize>i * 4)));
   }
   valid = ALL_VALID;
 }
@@ -169,13 +189,13 @@ export function startFrame(userRegs: usize): void {
 function sigreturnStep(): i32 {
   const sp = load<u64>(regs + <usize>REG_RSP * 8);
   for (let i: u32 = 0; i < NREGS; i++) {
-    const v = readMem(sp + <u64>unchecked(SIGCONTEXT_OFF[i]), 8);
-    if (memFault != MEM_OK) return memFailed("sigreturn trampoline at " + hex(load<u64>(regs + <usize>REG_RIP * 8)) + ": the signal frame");
+    const v = readMem(sp + <u64>load<u32>(SIGCONTEXT_OFF + <usize>i * 4), 8);
+    if (memFault != MEM_OK) return memFailed(load<u64>(regs + <usize>REG_RIP * 8), -1, false);
     store<u64>(next + <usize>i * 8, v);
   }
   stepCfa = load<u64>(next + <usize>REG_RSP * 8);
-  stepRaSlot = sp + <u64>unchecked(SIGCONTEXT_OFF[REG_RIP]);
-  memory.copy(regs, next, <usize>NREGS * 8);
+  stepRaSlot = sp + <u64>load<u32>(SIGCONTEXT_OFF + <usize>REG_RIP * 4);
+  copyRegs(regs, next);
   valid = ALL_VALID;
   stepSignal = true;
   return STEP_OK;

@@ -9,6 +9,7 @@ const sections: Array<[string, () => Promise<{ run(): Promise<Row[]> }>]> = [
   ["elf", () => import("./elf.js")],
   ["symbols", () => import("./symbols.js")],
   ["reloc", () => import("./reloc.js")],
+  ["stack", () => import("./stack.js")],
 ];
 
 const only = process.env.BENCH_ONLY?.split(",");

@@ -9,7 +9,9 @@ import { fileURLToPath } from "node:url";
 import type { Core } from "../../src/core/instance.js";
 import { CfiRegistry, type StackSegment } from "../../src/core/stack.js";
 
-export const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), "..", "fixtures", "stack");
+// From the sources (tests) or from a bundle in build/bench (bench/core/stack.ts): then from the working directory.
+const here = join(dirname(fileURLToPath(import.meta.url)), "..", "fixtures", "stack");
+export const FIXTURES = existsSync(here) ? here : join(process.cwd(), "test", "fixtures", "stack");
 
 // ---------------------------------------------------------------------------
 // ELF64 little-endian: section headers and program headers.
