@@ -15,6 +15,8 @@ import * as net from "node:net";
 import * as path from "node:path";
 import { buildSourceTree, type SourceBuildResult } from "../src/build/source-tree.js";
 import { ElfReader } from "../src/core/elf.js";
+import { diffBuilds } from "../src/build/build-diff.js";
+import { pairObjects } from "../src/build/objects.js";
 import { nodeCore } from "../src/node/core-file.js";
 import { Scratch } from "./helpers/gcc.js";
 import { NGINX_BUILD_COMMAND, NGINX_BINARY, realNginx, reproducerConfig } from "./helpers/nginx.js";
@@ -74,6 +76,16 @@ describe("nginx from Debian, built twice with its fix CVE-2026-42945", () => {
     // .eh_frame holds the function's FDE (its length and CFA rules can change with it).
     expect(code.filter((n) => n !== ".eh_frame" && n !== ".rela.eh_frame")).toEqual([".text.ngx_http_script_regex_end_code"]);
     expect(r.flags.CFLAGS).toMatch(/-ffile-prefix-map=\S+=\. .*-ffunction-sections -fdata-sections$/);
+  });
+
+  it("diffs to exactly the fixed function: nothing else to replace or add, no refusal", () => {
+    // ngx_http_script_regex_end_code is called only through the script engine's code
+    // pointers, never directly: no caller inlines it, so the fix touches no other function.
+    const d = diffBuilds(core, pairObjects(r.original, r.patched).pairs);
+    expect(d.pairs).toBe(r.objects.length);
+    expect(d.replace.map((c) => `${c.object}: ${c.name} (${c.reason})`)).toEqual(["objs/src/http/ngx_http_script.o: ngx_http_script_regex_end_code (bytes)"]);
+    expect(d.add).toEqual([]);
+    expect(d.lineOnly).toEqual([]);
   });
 
   it("serves the reproducer: the original escapes $1 after a rewrite with arguments, the fixed one does not", async () => {
