@@ -20,19 +20,30 @@ extern int ext_fn(int);
 int get(int x) { return ext_data + ext_fn(x); }
 `;
 
-// Branches (call, jmp, jcc) to local functions of another section: gas emits R_X86_64_PC32.
+// Branches (call, jmp, jcc) with R_X86_64_PC32 to external symbols (gas emits PLT32 for
+// `call ext`: .reloc writes the PC32 forms), a PLT32 call, and a call into another
+// section of the object (to a local function: PC32 against the section symbol).
 const BRANCHES = `
   .text
   .globl f
 f:
-  call lf
-  jmp lf2
-  jne lf
-  call ext@PLT
+  .byte 0xe8
+  .reloc ., R_X86_64_PC32, ext1-4
+  .long 0
+  .byte 0xe9
+  .reloc ., R_X86_64_PC32, ext2-4
+  .long 0
+  .byte 0x0f, 0x85
+  .reloc ., R_X86_64_PC32, ext1-4
+  .long 0
+  call ext3@PLT
   ret
   .section .text.far,"ax",@progbits
 lf: ret
-lf2: ret
+  .text
+g:
+  call lf
+  ret
   .section .note.GNU-stack,"",@progbits
 `;
 
@@ -223,27 +234,36 @@ describe("relocation engine", () => {
     }
   });
 
-  it("extends call, jmp and jcc with PC32 to another section placed 4 GiB away", () => {
+  it("extends call, jmp and jcc (PC32) and PLT32 calls to far symbols; calls between its own sections must reach", () => {
     const x = open(obj.branches);
     try {
       const secs = x.elf.sections();
       const text = secs.find((s) => s.name === ".text")!;
       const farSec = secs.find((s) => s.name === ".text.far")!;
-      bindAll(x.r, () => 0x1000n);
+      const far: Record<string, bigint> = { ext1: 0x7f0000001000n, ext2: 0x7f0000002000n, ext3: 0x7f0000003000n };
+      bindAll(x.r, (name) => far[name]);
       const plan = x.r.plan();
-      // lf - 4 (call and jne share it), lf2 - 3... as (symbol, addend) pairs; and ext.
+      // (ext1, -4) serves the call and the jne; ext2; ext3. None for the call to .text.far.
       expect(plan.stubs).toBe(3);
       x.r.place(text.index, 0x100000000n);
       x.r.placeStubs(0x100001000n);
-      x.r.place(farSec.index, 0x200000000n);
-      const win = x.r.apply(0x100000000n, 0x1000 + Number(plan.stubSize), { partial: true });
-      expect(Array.from(x.r.apply(0x200000000n, 2, { partial: true }))).toEqual([0xc3, 0xc3]);
-      expect(coreError(() => x.r.apply(0x200000001n, 2, { partial: true })).code).toBe(307); // straddles .text.far
-      const code = disassemble(win, 0x100000000n);
+      x.r.place(farSec.index, 0x100002000n);
+      const win = x.r.apply(0x100000000n, 0x3000);
+      const code = disassemble(win.subarray(0, Number(text.size)), 0x100000000n);
       const stubs = new Map(x.r.stubs(plan.stubs).map((s) => [s.addr, s.target]));
-      const dests = [...code.values()].map((i) => /^(call|jmp|jne) (0x[0-9a-f]+)/.exec(i)).filter((m) => m !== null).slice(0, 4);
-      expect(dests.map((m) => m![1])).toEqual(["call", "jmp", "jne", "call"]);
-      expect(dests.map((m) => stubs.get(BigInt(m![2])))).toEqual([0x200000000n, 0x200000001n, 0x200000000n, 0x1000n]);
+      const dests = [...code.values()].map((i) => /^(call|jmp|jne) (0x[0-9a-f]+)/.exec(i)).filter((m) => m !== null);
+      expect(dests.map((m) => m![1])).toEqual(["call", "jmp", "jne", "call", "call"]);
+      expect(dests.slice(0, 4).map((m) => stubs.get(BigInt(m![2])))).toEqual([far.ext1, far.ext2, far.ext1, far.ext3]);
+      expect(BigInt(dests[4]![2])).toBe(0x100002000n); // straight to lf
+      const stubCode = disassemble(win.subarray(0x1000, 0x1000 + Number(plan.stubSize)), 0x100001000n);
+      expect([...stubCode.values()].filter((i) => i.startsWith("jmp *0x0(%rip)")).length).toBe(3);
+      // The same, with .text.far 4 GiB away and written through a second, partial window.
+      x.r.place(farSec.index, 0x200000000n);
+      const e = coreError(() => x.r.apply(0x100000000n, 0x2000, { partial: true }));
+      expect(e.code).toBe(303);
+      expect(e.message).toMatch(/R_X86_64_PC32 against section \.text\.far - 0x4 at \.text\+0x[0-9a-f]+: value 0xffffff[0-9a-f]+ is out of range \[-0x80000000, 0x7fffffff\]/);
+      expect(Array.from(x.r.apply(0x200000000n, 1, { partial: true }))).toEqual([0xc3]);
+      expect(coreError(() => x.r.apply(0x200000000n, 0x1000)).code).toBe(307); // .text is outside a non-partial window
     } finally {
       x.close();
     }

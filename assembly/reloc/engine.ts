@@ -474,6 +474,7 @@ export class Relocator {
   private bindable(sym: u32, what: string): i32 {
     if (this.state != ST_OPEN) return fail(Err.RELOC_STATE, what + ": bindings are fixed once reloc_plan has run");
     if (sym == 0 || sym >= this.nsym || this.symtab === null) return fail(Err.RELOC_BAD_SYMBOL, what + ": symbol " + sym.toString() + " is not a symbol of .symtab (1.." + (this.nsym - 1).toString() + ")");
+    if ((this.symInfo(sym) & 0xf) == D.STT_SECTION) return fail(Err.RELOC_BAD_SYMBOL, what + ": symbol " + sym.toString() + " is the section symbol of " + this.symDesc(sym) + ": place the section instead");
     return 0;
   }
 
@@ -639,7 +640,7 @@ export class Relocator {
       store<u32>(r + S_STATE, st);
     }
     this.gotSlots = slots + 2 * <u32>this.ldModules.length;
-    // Stubs: every candidate into another section, and every one whose symbol is bound.
+    // Stubs: calls to symbols without a section, and to bound symbols.
     let stubs: u32 = 0;
     const n = this.candCount;
     for (let k: u32 = 0; k < n; k++) {

@@ -222,8 +222,8 @@ function rehash(c: usize, cap: u32): void {
   for (let i: u32 = 0; i < n; i++) hashInsert(c, i);
 }
 
-/** Records a call to (sym, branch, addend); `far`: from another section than the symbol's. */
-function addCandidate(c: usize, sym: u32, branch: bool, addend: i64, far: bool): void {
+/** Records a call to (sym, branch, addend); `needed`: the symbol has no section (a stub is reserved). */
+function addCandidate(c: usize, sym: u32, branch: bool, addend: i64, needed: bool): void {
   let idx = findCandidate(c, sym, branch, addend);
   if (idx < 0) {
     const count = load<u32>(c, C_CANDCOUNT);
@@ -251,7 +251,7 @@ function addCandidate(c: usize, sym: u32, branch: bool, addend: i64, far: bool):
     store<u32>(c, count + 1, C_CANDCOUNT);
     hashInsert(c, <u32>idx);
   }
-  if (far) {
+  if (needed) {
     const p = <usize>load<u32>(c, C_CANDS) + <usize>idx * CAND;
     store<u32>(p, load<u32>(p, 4) | C_NEEDED, 4);
   }
@@ -266,8 +266,13 @@ function addCandidate(c: usize, sym: u32, branch: bool, addend: i64, far: bool):
  */
 export function scanRelocs(c: usize, rela: usize, count: u32, T: u32): i32 {
   const syms = <usize>load<u32>(c, C_SYMS);
+  const symBase = <usize>load<u32>(c, C_SYMBASE);
   const nsym = load<u32>(c, C_NSYM);
-  const size = load<u64>(sec(c, T), X_SIZE);
+  const x = sec(c, T);
+  const size = load<u64>(x, X_SIZE);
+  // Branch fields (E8/E9 rel32, 0F 8x rel32) are told by the bytes before them.
+  const exec = (load<u64>(x, X_FLAGS) & D.SHF_EXECINSTR) != 0;
+  const data = <usize>load<u32>(c, C_INPUT) + <usize>load<u64>(x, X_OFFSET);
   let info: u32 = 0;
   let plan: u32 = 0;
   for (let j: u32 = 0; j < count; j++) {
@@ -303,18 +308,20 @@ export function scanRelocs(c: usize, rela: usize, count: u32, T: u32): i32 {
       case R.R_PC64: case R.R_PC16: case R.R_PC8:
         refs = R.REF_ADDR | R.REF_PCREL;
         break;
-      case R.R_PC32: {
-        if (isBranch(c, T, off)) {
-          refs = R.REF_CALL;
-          addCandidate(c, sym, true, load<i64>(o, 16), defSec != <i32>T);
-        } else {
-          refs = R.REF_ADDR | R.REF_PCREL;
-        }
-        break;
-      }
+      case R.R_PC32:
       case R.R_PLT32: {
+        const op = exec && off >= 1 ? load<u8>(data + <usize>off - 1) : 0;
+        const branch = exec && (op == 0xe8 || op == 0xe9 || (off >= 2 && (op & 0xf0) == 0x80 && load<u8>(data + <usize>off - 2) == 0x0f));
+        if (type == R.R_PC32 && !branch) {
+          refs = R.REF_ADDR | R.REF_PCREL;
+          break;
+        }
         refs = R.REF_CALL;
-        addCandidate(c, sym, isBranch(c, T, off), load<i64>(o, 16), defSec != <i32>T);
+        // A stub candidate: a symbol without a section, or one the caller may bind (not a
+        // section symbol). Calls between the object's own sections get no stub.
+        if (sym != 0 && (defSec < 0 || (load<u8>(symBase + <usize>sym * D.SYM_SIZE, 4) & 0xf) != D.STT_SECTION)) {
+          addCandidate(c, sym, branch, load<i64>(o, 16), defSec < 0);
+        }
         break;
       }
       case R.R_PLTOFF64:

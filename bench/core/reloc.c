@@ -183,7 +183,7 @@ static void rehash(Rel *r, uint32_t cap) {
   for (uint32_t i = 0; i < r->candCount; i++) hash_insert(r, i);
 }
 
-static void add_candidate(Rel *r, uint32_t sym, int branch, int64_t addend, int far) {
+static void add_candidate(Rel *r, uint32_t sym, int branch, int64_t addend, int needed) {
   int idx = find_candidate(r, sym, branch, addend);
   if (idx < 0) {
     if (r->candCount == r->candCap) {
@@ -207,7 +207,7 @@ static void add_candidate(Rel *r, uint32_t sym, int branch, int64_t addend, int 
     r->candCount++;
     hash_insert(r, (uint32_t)idx);
   }
-  if (far) {
+  if (needed) {
     uint8_t *c = r->cands + (size_t)idx * CAND;
     ST32(c + 4, LD32(c + 4) | C_NEEDED);
   }
@@ -217,6 +217,8 @@ static int scan_table(Rel *r, uint32_t ti) {
   const Elf64_Shdr *rs = &r->sh[ti];
   uint32_t T = rs->sh_info;
   uint64_t size = LD64(sec(r, T) + X_SIZE);
+  int exec = (LD64(sec(r, T) + X_FLAGS) & SHF_EXECINSTR) != 0;
+  const uint8_t *data = r->b + LD64(sec(r, T) + X_OFFSET);
   const Elf64_Rela *rel = (const Elf64_Rela *)(r->b + rs->sh_offset);
   uint64_t n = rs->sh_size / sizeof(Elf64_Rela);
   for (uint64_t j = 0; j < n; j++) {
@@ -239,15 +241,18 @@ static int scan_table(Rel *r, uint32_t ti) {
     case R_64: case R_32: case R_32S: case R_16: case R_8: case R_GOTOFF64: refs = REF_ADDR; break;
     case R_PC64: case R_PC16: case R_PC8: refs = REF_ADDR | REF_PCREL; break;
     case R_PC32:
-      if (is_branch(r, T, off)) {
-        refs = REF_CALL;
-        add_candidate(r, sym, 1, rel[j].r_addend, defSec != (int)T);
-      } else refs = REF_ADDR | REF_PCREL;
-      break;
-    case R_PLT32:
+    case R_PLT32: {
+      uint8_t op = exec && off >= 1 ? data[off - 1] : 0;
+      int branch = exec && (op == 0xe8 || op == 0xe9 || (off >= 2 && (op & 0xf0) == 0x80 && data[off - 2] == 0x0f));
+      if (type == R_PC32 && !branch) {
+        refs = REF_ADDR | REF_PCREL;
+        break;
+      }
       refs = REF_CALL;
-      add_candidate(r, sym, is_branch(r, T, off), rel[j].r_addend, defSec != (int)T);
+      if (sym != 0 && (defSec < 0 || ELF64_ST_TYPE(r->symtab[sym].st_info) != STT_SECTION))
+        add_candidate(r, sym, branch, rel[j].r_addend, defSec < 0);
       break;
+    }
     case R_PLTOFF64: refs = REF_CALL; break;
     case R_GOTPCREL: case R_GOTPCRELX: case R_REX_GOTPCRELX: case R_CODE_4_GOTPCRELX: case R_CODE_5_GOTPCRELX:
     case R_CODE_6_GOTPCRELX: case R_GOT32: case R_GOT64: case R_GOTPCREL64: case R_GOTPLT64: refs = REF_GOT; break;
