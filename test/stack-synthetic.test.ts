@@ -422,6 +422,29 @@ describe("DWARF expressions in register rules", () => {
   });
 });
 
+describe("registry lifetime", () => {
+  it("a registry freed while a scan set uses it is empty for that set, and freed with it", () => {
+    const core = nodeCore();
+    const reg = new CfiRegistry(core);
+    reg.addModule(synthEhFrame(EH, [{ pc: F1, len: 0x100, program: [] }, { pc: G, len: 0x100, program: [0x0c, 3, 0, 0x07, 16] }]), EH);
+    const scan = new StackScan(reg);
+    const input = { regs: userRegs(R), segments: [{ window: stackWindow(), windowAddr: STACK, mapLo: STACK, mapHi: STACK + 512n }] };
+    expect(scan.thread(input, { conservative: false, frames: 4 }).status).toBe("clear");
+    reg.free();
+    const r = scan.thread(input, { conservative: false, frames: 4 });
+    expect(r.status).toBe("failed");
+    expect(r.fallback?.code).toBe(520);
+    scan.free();
+    // the core still works: new objects, same answers
+    const reg2 = new CfiRegistry(core);
+    reg2.addModule(synthEhFrame(EH, [{ pc: F1, len: 0x100, program: [] }, { pc: G, len: 0x100, program: [0x0c, 3, 0, 0x07, 16] }]), EH);
+    const s2 = new StackScan(reg2);
+    expect(s2.thread(input, { conservative: false, frames: 4 }).frames.map((f) => f.pc)).toEqual([R.rip, G + 1n]);
+    s2.free();
+    reg2.free();
+  });
+});
+
 describe("how an unwind ends", () => {
   it("a zero return address ends the stack", () => {
     const r = unwindWith([], {}, stackWindow({}, 0n));
