@@ -45,10 +45,11 @@ export function parseObjdump(out: string): ObjdumpListing {
     const t1 = line.indexOf(":\t");
     if (t1 < 0) continue;
     const t2 = line.indexOf("\t", t1 + 2);
-    const bytes = (t2 < 0 ? line.slice(t1 + 2) : line.slice(t1 + 2, t2)).trim();
+    if (t2 < 0) continue; // a data dump (an object symbol in code): bytes and their ASCII, no instruction
+    const bytes = line.slice(t1 + 2, t2).trim();
     if (bytes.length === 0) continue;
     const a = parseInt(line.slice(0, t1), 16);
-    const text = t2 < 0 ? "" : line.slice(t2 + 1).trim();
+    const text = line.slice(t2 + 1).trim();
     const n = (bytes.length + 1) / 3;
     let branch = -1;
     let rip = -1;

@@ -2,7 +2,7 @@
 import { Err, fail, hex } from "../error";
 import {
   decodeOne, decodeRange, failDecode, insnFlags, insnKind, insnOpcode, insnRelOffset, insnRelSize, insnStatus,
-  insnTarget, rangeNext, MAP_COUNT, TABLES,
+  insnTarget, rangeNext, MAP_COUNT, TABLES, EXTRA_ENTRIES,
 } from "./decode";
 import { GROUP_RECORDS } from "./tables";
 import { jmpSize, X86Writer } from "./writer";
@@ -55,11 +55,13 @@ export function x86_range_next(): u64 { return rangeNext; }
 
 /**
  * The decoder's tables, for other implementations of the same algorithm (bench/core):
- * 0: the 15 maps of 256 u32 entries; 1: the validity records (8 u64 each).
+ * 0: the 15 maps of 256 u32 entries; 1: the validity records (8 u64 each); 2: entries
+ * outside the maps (u32: the 8F entry when it is POP r/m).
  */
 export function x86_table(which: u32): usize {
   if (which == 0) return TABLES;
   if (which == 1) return changetype<usize>(GROUP_RECORDS);
+  if (which == 2) return EXTRA_ENTRIES;
   return 0;
 }
 
@@ -67,6 +69,7 @@ export function x86_table(which: u32): usize {
 export function x86_table_size(which: u32): u32 {
   if (which == 0) return MAP_COUNT * 1024;
   if (which == 1) return <u32>GROUP_RECORDS.length * 8;
+  if (which == 2) return 4;
   return 0;
 }
 

@@ -138,6 +138,8 @@ export const MAP_COUNT: u32 = 15;
 export const TABLES: usize = heap.alloc(<usize>MAP_COUNT * 1024);
 /** The entry of 8F when it is POP r/m (not XOP). */
 let E_8F: u32 = 0;
+/** Entries kept outside the maps, for other implementations (x86_table(2)): [0] the 8F POP entry. */
+export const EXTRA_ENTRIES: usize = heap.alloc(16);
 
 function fmtEntry(c: i32): u32 {
   switch (c) {
@@ -203,6 +205,7 @@ function initTables(): void {
   fillMap(M_XOP + 2, FMT_XOPA);
   // The 8F entry as POP r/m; the table keeps the SPECIAL entry that looks for XOP.
   E_8F = E_MODRM;
+  store<u32>(EXTRA_ENTRIES, E_8F);
   // Groups: (map << 8 | opcode) << 16 | record.
   for (let i = 0; i < GROUP_INDEX.length; i++) {
     const g = unchecked(GROUP_INDEX[i]);
@@ -214,7 +217,7 @@ function initTables(): void {
     else if (tm < 0x20) map = M_VEX + (tm & 0xf) - 1;
     else if (tm < 0x30) map = M_EVEX + ((tm & 0xf) <= 3 ? (tm & 0xf) - 1 : (tm & 0xf) - 2);
     else map = M_XOP + (tm & 0xf) - 8;
-    if (map == M_1BYTE && op == 0x8f) { E_8F |= rec << 16; continue; }
+    if (map == M_1BYTE && op == 0x8f) { E_8F |= rec << 16; store<u32>(EXTRA_ENTRIES, E_8F); continue; }
     const p = entryPtr(map, op);
     store<u32>(p, load<u32>(p) | (rec << 16));
   }

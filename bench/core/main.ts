@@ -10,6 +10,7 @@ const sections: Array<[string, () => Promise<{ run(): Promise<Row[]> }>]> = [
   ["symbols", () => import("./symbols.js")],
   ["reloc", () => import("./reloc.js")],
   ["stack", () => import("./stack.js")],
+  ["x86", () => import("./x86.js")],
 ];
 
 const only = process.env.BENCH_ONLY?.split(",");
