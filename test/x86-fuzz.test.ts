@@ -1,4 +1,4 @@
-// Fuzzing the x86 decoder: random bytes, instruction-shaped bytes (prefixes, REX,
+// Fuzzing the x86 decoder (and the entry check over each input): random bytes, instruction-shaped bytes (prefixes, REX,
 // escapes, VEX/EVEX/XOP headers, random fields), real libc code cut anywhere, and real
 // code with bytes changed; each input placed to end at the last byte of linear memory
 // and run in a worker under a watchdog (test/fuzz/x86-fuzz-worker.ts, which lists the
@@ -102,7 +102,9 @@ describe("x86 decoder fuzz", () => {
     const statuses: Record<number, number> = {};
     for (const d of done) for (const [c, n] of Object.entries(d.statuses)) statuses[Number(c)] = (statuses[Number(c)] ?? 0) + n;
     const decoded = done.reduce((n, d) => n + d.decoded, 0);
-    console.log(`x86 fuzz: ${cases} cases (${extras.length} regression files), ${decoded} instructions decoded; statuses ${JSON.stringify(statuses)}; ${done.map((d) => d.ms.toFixed(0)).join("+")} ms`);
+    const entry: Record<number, number> = {};
+    for (const d of done) for (const [c, n] of Object.entries(d.entryStatuses)) entry[Number(c)] = (entry[Number(c)] ?? 0) + n;
+    console.log(`x86 fuzz: ${cases} cases (${extras.length} regression files), ${decoded} instructions decoded; statuses ${JSON.stringify(statuses)}; entry checks ${JSON.stringify(entry)}; ${done.map((d) => d.ms.toFixed(0)).join("+")} ms`);
     let saved = 0;
     const report = failures.map((f) => {
       let where = `test/fuzz-regressions/${f.name}`;
@@ -119,5 +121,6 @@ describe("x86 decoder fuzz", () => {
     expect(done.reduce((n, d) => n + d.memoryMoved, 0)).toBe(0);
     // every outcome occurs: decoded, truncated, unknown, ambiguous, too long
     for (const code of [0, 400, 401, 402, 403]) expect(statuses[code] ?? 0, `status ${code}`).toBeGreaterThan(0);
+    for (const code of [0, 420, 421, 422]) expect(entry[code] ?? 0, `entry check status ${code}`).toBeGreaterThan(0);
   }, 300_000);
 });

@@ -12,7 +12,10 @@
 //   - the decoding does not depend on bytes after the instruction: the same bytes
 //     followed by other bytes decode alike (a TRUNCATED one may then succeed);
 //   - a real instruction cut anywhere is TRUNCATED, and nothing else;
-//   - range records are in order, inside the input, and agree with x86_decode.
+//   - range records are in order, inside the input, and agree with x86_decode;
+//   - the entry check over the input as a function (its own bytes as jump-table data,
+//     a sub-range, targets) answers 0 or a named refusal, and its window is inside;
+//     x86_jump_tables only returns targets inside the code.
 import { parentPort, workerData } from "node:worker_threads";
 
 export interface Case {
@@ -48,6 +51,7 @@ export interface Done {
   cases: number;
   decoded: number;
   statuses: Record<number, number>;
+  entryStatuses: Record<number, number>;
   memoryMoved: number;
   ms: number;
 }
@@ -69,6 +73,8 @@ interface X {
   x86_insn_rel_size(): number;
   x86_decode_range(ptr: number, len: number, from: number, to: number, pc: bigint, out: number, cap: number, mode: number): number;
   x86_range_next(): bigint;
+  x86_entry_check(req: number, out: number): number;
+  x86_jump_tables(code: number, codeLen: number, codeAddr: bigint, from: bigint, to: bigint, ranges: number, nranges: number, data: number, dataLen: number, dataAddr: bigint, out: number, cap: number): number;
 }
 
 const RESERVE = 16 << 20;
@@ -140,6 +146,7 @@ export class Harness {
   memoryMoved = 0;
   decoded = 0;
   statuses: Record<number, number> = {};
+  entryStatuses: Record<number, number> = {};
 
   constructor(module: WebAssembly.Module) {
     this.x = this.instantiate(module);
@@ -266,7 +273,54 @@ export class Harness {
         off = next;
       }
     }
+    this.entry(ptr, len);
     if (x.memory.buffer.byteLength !== this.regionEnd) this.memoryMoved++;
+  }
+
+  private entry(ptr: number, len: number): void {
+    const x = this.x;
+    const req = this.out; // 96 bytes of the record buffer, then the result, ranges, targets
+    const res = this.out + 96;
+    const ranges = this.out + 176;
+    const targets = this.out + 208;
+    const code = 0x555500001000n;
+    let v = new DataView(x.memory.buffer);
+    for (let i = 0; i < 256; i += 4) v.setUint32(req + i, 0, true);
+    v.setUint32(req, ptr, true);
+    v.setUint32(req + 4, len, true);
+    v.setBigUint64(req + 8, code, true);
+    v.setBigUint64(req + 16, code, true);
+    v.setBigUint64(req + 24, BigInt(Math.max(1, len >> 1)), true);
+    v.setBigUint64(req + 32, code + (len & 1 ? 0x40n : 0x7f0000000000n), true);
+    v.setBigUint64(req + 40, code + BigInt(len), true);
+    v.setBigUint64(ranges, code + BigInt(len >> 2), true);
+    v.setBigUint64(ranges + 8, code + BigInt(len), true);
+    v.setUint32(req + 48, ranges, true);
+    v.setUint32(req + 52, len >= 4 ? 1 : 0, true);
+    v.setBigUint64(targets, code + 3n, true);
+    v.setUint32(req + 56, targets, true);
+    v.setUint32(req + 60, 1, true);
+    v.setUint32(req + 64, ptr, true);
+    v.setUint32(req + 68, len, true);
+    v.setBigUint64(req + 72, code, true);
+    const st = x.x86_entry_check(req, res);
+    v = new DataView(x.memory.buffer);
+    if (st !== 0 && st !== 420 && st !== 421 && st !== 422) throw new Violation(`entry check: status ${st}`);
+    this.entryStatuses[st] = (this.entryStatuses[st] ?? 0) + 1;
+    if (v.getInt32(res, true) !== st) throw new Violation("entry check: result status differs from the return value");
+    if (st === 0) {
+      const w = v.getBigUint64(res + 16, true);
+      const wl = v.getUint32(res + 8, true);
+      if (w < code || w + BigInt(wl) > code + BigInt(len)) throw new Violation(`entry check: window ${w.toString(16)}+${wl} outside the code`);
+      if (v.getUint32(res + 60, true) !== wl) throw new Violation("entry check: patch length differs from the window");
+    }
+    const n = x.x86_jump_tables(ptr, len, code, code, code + BigInt(len), 0, 0, ptr, len, code, targets, 4);
+    if (n < 0) throw new Violation("x86_jump_tables failed");
+    v = new DataView(x.memory.buffer);
+    for (let i = 0; i < Math.min(n, 4); i++) {
+      const t = v.getBigUint64(targets + i * 8, true);
+      if (t < code || t >= code + BigInt(len)) throw new Violation(`x86_jump_tables: target ${t.toString(16)} outside the code`);
+    }
   }
 }
 
@@ -296,7 +350,7 @@ function main(): void {
     cases++;
     Atomics.store(p, 1, cases);
   }
-  parentPort!.postMessage({ type: "done", cases, decoded: h.decoded, statuses: h.statuses, memoryMoved: h.memoryMoved, ms: performance.now() - t0 } satisfies Done);
+  parentPort!.postMessage({ type: "done", cases, decoded: h.decoded, statuses: h.statuses, entryStatuses: h.entryStatuses, memoryMoved: h.memoryMoved, ms: performance.now() - t0 } satisfies Done);
 }
 
 if (parentPort && workerData) main();
