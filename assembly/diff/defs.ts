@@ -15,42 +15,81 @@
 // What such a relocation refers to is at S + A + tail, tail = end of instruction - P
 // (see tail.ts).
 
-// r_type values (psABI)
-export const R_NONE: u32 = 0;
-export const R_64: u32 = 1;
-export const R_PC32: u32 = 2;
-export const R_GOT32: u32 = 3;
-export const R_PLT32: u32 = 4;
-export const R_GOTPCREL: u32 = 9;
-export const R_32: u32 = 10;
-export const R_32S: u32 = 11;
-export const R_16: u32 = 12;
-export const R_PC16: u32 = 13;
-export const R_8: u32 = 14;
-export const R_PC8: u32 = 15;
-export const R_DTPMOD64: u32 = 16;
-export const R_DTPOFF64: u32 = 17;
-export const R_TPOFF64: u32 = 18;
-export const R_TLSGD: u32 = 19;
-export const R_TLSLD: u32 = 20;
-export const R_DTPOFF32: u32 = 21;
-export const R_GOTTPOFF: u32 = 22;
-export const R_TPOFF32: u32 = 23;
-export const R_PC64: u32 = 24;
-export const R_GOTOFF64: u32 = 25;
-export const R_GOTPC32: u32 = 26;
-export const R_GOT64: u32 = 27;
-export const R_GOTPCREL64: u32 = 28;
-export const R_GOTPC64: u32 = 29;
-export const R_GOTPLT64: u32 = 30;
-export const R_PLTOFF64: u32 = 31;
-export const R_SIZE32: u32 = 32;
-export const R_SIZE64: u32 = 33;
-export const R_GOTPC32_TLSDESC: u32 = 34;
-export const R_TLSDESC_CALL: u32 = 35;
-export const R_TLSDESC: u32 = 36;
-export const R_GOTPCRELX: u32 = 41;
-export const R_REX_GOTPCRELX: u32 = 42;
+// r_type values (psABI): one table, in the relocation engine's definitions.
+export {
+  R_NONE,
+  R_64,
+  R_PC32,
+  R_GOT32,
+  R_PLT32,
+  R_GOTPCREL,
+  R_32,
+  R_32S,
+  R_16,
+  R_PC16,
+  R_8,
+  R_PC8,
+  R_DTPMOD64,
+  R_DTPOFF64,
+  R_TPOFF64,
+  R_TLSGD,
+  R_TLSLD,
+  R_DTPOFF32,
+  R_GOTTPOFF,
+  R_TPOFF32,
+  R_PC64,
+  R_GOTOFF64,
+  R_GOTPC32,
+  R_GOT64,
+  R_GOTPCREL64,
+  R_GOTPC64,
+  R_GOTPLT64,
+  R_PLTOFF64,
+  R_SIZE32,
+  R_SIZE64,
+  R_GOTPC32_TLSDESC,
+  R_TLSDESC_CALL,
+  R_TLSDESC,
+  R_GOTPCRELX,
+  R_REX_GOTPCRELX,
+} from "../reloc/defs";
+import {
+  R_NONE,
+  R_64,
+  R_PC32,
+  R_GOT32,
+  R_PLT32,
+  R_GOTPCREL,
+  R_32,
+  R_32S,
+  R_16,
+  R_PC16,
+  R_8,
+  R_PC8,
+  R_DTPMOD64,
+  R_DTPOFF64,
+  R_TPOFF64,
+  R_TLSGD,
+  R_TLSLD,
+  R_DTPOFF32,
+  R_GOTTPOFF,
+  R_TPOFF32,
+  R_PC64,
+  R_GOTOFF64,
+  R_GOTPC32,
+  R_GOT64,
+  R_GOTPCREL64,
+  R_GOTPC64,
+  R_GOTPLT64,
+  R_PLTOFF64,
+  R_SIZE32,
+  R_SIZE64,
+  R_GOTPC32_TLSDESC,
+  R_TLSDESC_CALL,
+  R_TLSDESC,
+  R_GOTPCRELX,
+  R_REX_GOTPCRELX,
+} from "../reloc/defs";
 
 /** Size in bytes of the field a relocation type writes, or -1 for a type the diff does not know. */
 export function relocFieldSize(type: u32): i32 {
