@@ -30,6 +30,9 @@ export interface FunctionChange {
   pieces: string[];
   /** line-only: the lines that moved, "old->new". */
   lines?: string[];
+  /** Its record in the pair's diff (DiffResult.functions), or for an object new in the patched build its symbol index there. */
+  index?: number;
+  symbol?: number;
 }
 
 export interface BuildDiff {
@@ -113,6 +116,7 @@ function describe(pair: ObjectPair, diff: DiffResult, f: DiffFunction): Function
     status: f.status,
     reason: f.reason,
     pieces,
+    index: f.index,
   };
   if (f.status === "line-only") change.lines = f.lineSites.map((s) => `${s.oldLine}->${s.newLine}`);
   return change;
@@ -135,6 +139,7 @@ function newObjectFunctions(core: Core, pair: ObjectPair, data: Uint8Array): Fun
         kind: /\.(isra|constprop|part)\.\d+/.test(s.name) ? ("clone" as const) : ("function" as const),
         bind: s.bind === 0 ? ("local" as const) : s.bind === 2 ? ("weak" as const) : ("global" as const),
         status: "added" as const,
+        symbol: s.index,
         pieces: funcs.filter((c) => c.name.startsWith(`${s.name}.cold`)).map((c) => c.name),
       }));
   } finally {
