@@ -17,6 +17,15 @@ import { buildSourceTree, type SourceBuildResult } from "../src/build/source-tre
 import { ElfReader } from "../src/core/elf.js";
 import { diffBuilds } from "../src/build/build-diff.js";
 import { pairObjects } from "../src/build/objects.js";
+import { makePackage } from "../src/build/make-package.js";
+import { proveIdentity } from "../src/build/identity.js";
+import { ObjectFile } from "../src/build/object-file.js";
+import { BuildError } from "../src/build/errors.js";
+import { STT_FUNC, TargetImage } from "../src/build/target.js";
+import { listObjects } from "../src/build/source-tree.js";
+import { decodePackage } from "../src/format/reader.js";
+import { writePackageFile } from "../src/format/writer.js";
+import { execFileSync as exec } from "node:child_process";
 import { nodeCore } from "../src/node/core-file.js";
 import { Scratch } from "./helpers/gcc.js";
 import { NGINX_BUILD_COMMAND, NGINX_BINARY, realNginx, reproducerConfig } from "./helpers/nginx.js";
@@ -86,6 +95,89 @@ describe("nginx from Debian, built twice with its fix CVE-2026-42945", () => {
     expect(d.replace.map((c) => `${c.object}: ${c.name} (${c.reason})`)).toEqual(["objs/src/http/ngx_http_script.o: ngx_http_script_regex_end_code (bytes)"]);
     expect(d.add).toEqual([]);
     expect(d.lineOnly).toEqual([]);
+  });
+
+  it("proves every function of the original objects against the original binary, and only the fixed one fails against the fixed binary", () => {
+    const failures = (binary: string) => {
+      const t = new TargetImage(core, binary);
+      const failed: string[] = [];
+      let proven = 0;
+      try {
+        for (const rel of listObjects(r.original)) {
+          const o = new ObjectFile(core, path.join(r.original, rel), rel);
+          try {
+            for (const s of o.symbols) {
+              if (s.type !== STT_FUNC || s.shndx === 0) continue;
+              const found = t.find(s.name, s.bind === 0, o.sourceFile);
+              if (!found) {
+                failed.push(`${rel}: ${s.name}: not in the binary`);
+                continue;
+              }
+              try {
+                proveIdentity(t, o, s, found.sym.value, found.sym.size);
+                proven++;
+              } catch (e) {
+                if (!(e instanceof BuildError)) throw e;
+                failed.push(`${rel}: ${s.name}`);
+              }
+            }
+          } finally {
+            o.close();
+          }
+        }
+      } finally {
+        t.close();
+      }
+      return { proven, failed };
+    };
+    const same = failures(r.target!);
+    expect(same.failed).toEqual([]);
+    expect(same.proven).toBeGreaterThan(1000);
+    // The fixed binary has other addresses for everything: the proof follows them, and
+    // refuses only the code that really differs.
+    const other = failures(r.patchedBinary!);
+    expect(other.failed).toEqual(["objs/src/http/ngx_http_script.o: ngx_http_script_regex_end_code"]);
+  });
+
+  it("makes the package: ngx_http_script_regex_end_code replaced, its strings with it, every reference bound", () => {
+    const pairs = pairObjects(r.original, r.patched).pairs;
+    const made = makePackage(core, { target: r.target!, patchId: "cve-2026-42945", pairs, diff: diffBuilds(core, pairs) });
+    const file = scratch.path("cve-2026-42945.patch");
+    const pkg = decodePackage(core, writePackageFile(file, made.package), file).model;
+    expect(pkg.functions.map((f) => `${f.kind} ${f.name}`)).toEqual(["replace ngx_http_script_regex_end_code"]);
+    const f = pkg.functions[0];
+    const nm = exec("nm", [r.target!], { encoding: "utf8" });
+    expect(`${f.original!.addr.toString(16).padStart(16, "0")} T ngx_http_script_regex_end_code`).toBe(nm.split("\n").find((l) => l.endsWith(" ngx_http_script_regex_end_code")));
+    expect(pkg.sections.map((s) => s.name).filter((n) => n.startsWith(".rodata.ngx_http_script_regex_end_code")).sort()).toEqual([
+      ".rodata.ngx_http_script_regex_end_code.str1.1",
+      ".rodata.ngx_http_script_regex_end_code.str1.8",
+    ]);
+    // Functions and data of nginx by their address in the binary; libc through nginx's own PLT.
+    const plt = new Map<string, bigint>();
+    for (const line of exec("objdump", ["-d", "-j", ".plt", "-j", ".plt.sec", r.target!], { encoding: "utf8" }).split("\n")) {
+      const m = /^([0-9a-f]+) <(\w+)@plt>:$/.exec(line);
+      if (m) plt.set(m[2], BigInt(`0x${m[1]}`));
+    }
+    for (const ref of pkg.references) {
+      if (ref.scope === "module") {
+        const line = nm.split("\n").find((l) => l.endsWith(` ${ref.name}`));
+        expect(line, ref.name).toBeDefined();
+        expect(BigInt(`0x${line!.split(" ")[0]}`), ref.name).toBe(ref.addr);
+      } else {
+        expect(ref.bind, ref.name).toBe("plt");
+        expect(ref.pltEntry, ref.name).toBe(plt.get(ref.name));
+      }
+    }
+    expect(pkg.references.map((x) => x.name).sort()).toEqual([
+      "__stack_chk_fail",
+      "memcpy",
+      "memmove",
+      "ngx_http_script_exit_code",
+      "ngx_http_set_exten",
+      "ngx_list_push",
+      "ngx_log_error_core",
+      "ngx_unescape_uri",
+    ]);
   });
 
   it("serves the reproducer: the original escapes $1 after a rewrite with arguments, the fixed one does not", async () => {

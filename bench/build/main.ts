@@ -17,7 +17,10 @@
 //     relocations), what the diff reads;
 //   - the object diff over every pair (src/core/diff.ts): both objects opened in the core,
 //     diffed, every record read out; its result is checked: the fix changes
-//     ngx_http_script_regex_end_code and nothing else.
+//     ngx_http_script_regex_end_code and nothing else;
+//   - the whole step after compilation, as `patchc build` runs it: the diff over every
+//     pair (build-diff.ts, identical files skipped), the proof of identity against the
+//     target, the assembly and the encoding of the package (make-package.ts, writer.ts).
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -27,6 +30,9 @@ import { ElfReader, SymbolTableKind } from "../../src/core/elf.js";
 import { CoreError, type Core } from "../../src/core/instance.js";
 import { diffObjects, type DiffResult } from "../../src/core/diff.js";
 import { nodeCore } from "../../src/node/core-file.js";
+import { diffBuilds } from "../../src/build/build-diff.js";
+import { makePackage } from "../../src/build/make-package.js";
+import { encodePackage } from "../../src/format/writer.js";
 import { NGINX_BINARY, NGINX_BUILD_COMMAND, NGINX_VERSION, realNginx } from "../../test/helpers/nginx.js";
 import { printTable, timeMs, type Row } from "../table.js";
 
@@ -49,6 +55,16 @@ async function nginxObjects(): Promise<ObjectPair[]> {
     fs.writeFileSync(path.join(dir, "complete"), `${new Date().toISOString()}\n`);
   }
   return pairObjects(path.join(dir, "original"), path.join(dir, "patched")).pairs;
+}
+
+function objectsDir(): string {
+  return path.join(process.env.PATCHC_TEST_CACHE ?? "/var/cache/patchc-test", "nginx", NGINX_VERSION, "objects");
+}
+
+/** diff + proof + assembly + encoding: the package bytes. */
+function packageAll(core: Core, pairs: ObjectPair[]): Uint8Array {
+  const made = makePackage(core, { target: path.join(objectsDir(), "target", "nginx"), patchId: "cve-2026-42945", pairs, diff: diffBuilds(core, pairs) });
+  return encodePackage(made.package);
 }
 
 /** Opens one object in the core and reads what the diff reads. */
@@ -116,6 +132,7 @@ async function child(what: string): Promise<void> {
   const files = pairs.flatMap((p) => [p.original, p.patched]).filter((f): f is string => f !== undefined);
   if (what === "load") loadAll(core, files.map((f) => [f, fs.readFileSync(f)]));
   if (what === "diff") diffAll(core, read(pairs));
+  if (what === "package") packageAll(core, pairs);
 }
 
 async function parent(): Promise<void> {
@@ -136,6 +153,9 @@ async function parent(): Promise<void> {
   const idle = measured(process.execPath, [self, "--child", "idle"]);
   const loaded = measured(process.execPath, [self, "--child", "load"]);
   const diffed = measured(process.execPath, [self, "--child", "diff"]);
+  const pkgBytes = packageAll(core, pairs);
+  const packageMs = timeMs(() => void packageAll(core, pairs), 5);
+  const packaged = measured(process.execPath, [self, "--child", "package"]);
 
   // The result: what the fix changes, and nothing refused.
   let functions = 0;
@@ -171,6 +191,14 @@ async function parent(): Promise<void> {
       native: `${objdumpMs.toFixed(0)} ms`,
       ratio: diffMs / objdumpMs,
       note: `max RSS ${mib(diffed.rssKiB)} (Node + core alone: ${mib(idle.rssKiB)}); core memory ${mib(core.exports.memory.buffer.byteLength / 1024)}${refusals.length ? `; ${refusals.length} refused (see above)` : ""}`,
+    },
+    {
+      what: "diff + proof + package, as patchc build",
+      input: `${input} x 2 builds, target nginx`,
+      wasm: `${packageMs.toFixed(0)} ms`,
+      native: `${objdumpMs.toFixed(0)} ms`,
+      ratio: packageMs / objdumpMs,
+      note: `max RSS ${mib(packaged.rssKiB)}; a ${pkgBytes.length}-byte package (identical objects are not diffed)`,
     },
   ];
   printTable("build", rows);
