@@ -5,6 +5,7 @@
 // and objdump on the target. Refusals are checked for their exact reason.
 import { afterAll, describe, expect, it } from "vitest";
 import { execFileSync } from "node:child_process";
+import { generateKeyPairSync } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { diffBuilds } from "../src/build/build-diff.js";
@@ -65,7 +66,7 @@ let n = 0;
  * for both, as patchc build --source does), and links the target from the original objects
  * (or from `targetFiles`, a different build).
  */
-function program(orig: Record<string, string>, fixed: Record<string, string>, o: { cxx?: boolean; targetFiles?: Record<string, string> } = {}): Program {
+function program(orig: Record<string, string>, fixed: Record<string, string>, o: { cxx?: boolean; targetFiles?: Record<string, string>; linkFlags?: string[] } = {}): Program {
   const id = ++n;
   const work = scratch.path("work");
   const compile = (files: Record<string, string>, out: string) => {
@@ -83,7 +84,7 @@ function program(orig: Record<string, string>, fixed: Record<string, string>, o:
   const linkFrom = o.targetFiles ? compile(o.targetFiles, scratch.path(`p${id}/other`)) : original;
   const target = scratch.path(`p${id}/target`);
   const objs = fs.readdirSync(linkFrom).map((f) => path.join(linkFrom, f));
-  execFileSync(o.cxx ? "g++" : "gcc", ["-pie", "-Wl,--build-id", ...objs, "-o", target], { stdio: ["ignore", "pipe", "pipe"] });
+  execFileSync(o.cxx ? "g++" : "gcc", ["-pie", "-Wl,--build-id", ...(o.linkFlags ?? []), ...objs, "-o", target], { stdio: ["ignore", "pipe", "pipe"] });
   return { original, patched, target };
 }
 
@@ -265,6 +266,17 @@ describe("makePackage: one package per kind of change", () => {
     checkModuleReferences(p, pkg);
   });
 
+  it("a function the linker removed from the target comes with the new code, added", () => {
+    const base = { "fix.c": FIX + "__attribute__((noinline)) int unused_global(int x) { return x * 7; }\n", "main.c": MAIN };
+    const p = program(base, { ...base, "fix.c": base["fix.c"].replace("return helper(x, x); }", "return helper(x, x) + unused_global(x); }") }, { linkFlags: ["-Wl,--gc-sections"] });
+    expect(readelfSymbols(p.target).has("unused_global")).toBe(false);
+    const { pkg, replaced, added, notes } = build(p);
+    expect(replaced).toEqual(["use_helper"]);
+    expect(added).toEqual(["unused_global"]);
+    expect(notes).toEqual(["fix.o: unused_global is added: the target has no copy of it (inlined everywhere or removed by the linker)"]);
+    expect(pkg.references.map((r) => r.name)).toEqual(["helper"]);
+  });
+
   it("a C++ method with try/catch: mangled names, its LSDA and FDE, the personality bound in the target", () => {
     const CXX = `struct A { int v; int get(int x); int safe(int x); };
 int A::get(int x) { if (x < 0) throw x; return v + x; }
@@ -366,5 +378,16 @@ describe("patchc build through main()", () => {
     const report = JSON.parse(stdout);
     expect(report.functions.map((f: { name: string }) => f.name)).toEqual(["table_switch"]);
     expect(report.description).toBe("case 2");
+    expect(report.signature.status).toBe("unsigned");
+
+    // --sign KEY: the package carries an ed25519 signature that inspect --require-signed accepts.
+    const key = generateKeyPairSync("ed25519");
+    const priv = scratch.write("key.pem", key.privateKey.export({ type: "pkcs8", format: "pem" }) as string);
+    const pub = scratch.write("pub.pem", key.publicKey.export({ type: "spki", format: "pem" }) as string);
+    const signed = scratch.path("signed.patch");
+    expect(await main(["build", "--orig", p.original, "--patched", p.patched, "--target", p.target, "-o", signed, "--sign", priv, "--json"], io)).toBe(0);
+    stdout = "";
+    expect(await main(["inspect", signed, "--json", "--require-signed", pub], io)).toBe(0);
+    expect(JSON.parse(stdout).signature).toMatchObject({ status: "verified", algorithm: "ed25519" });
   });
 });
