@@ -313,7 +313,7 @@ int txn_rollback(uint32_t *undone) {
   bool stopped_here = false;
   if (!S.world_stopped && check_usable() == 0) {
     uint64_t a, b;
-    if (stop_world(2000, &a, &b) == 0) stopped_here = true;
+    if (stop_world(2000, false, &a, &b) == 0) stopped_here = true;
   }
   struct thread *t = any_stopped_thread();
   for (int i = nj - 1; i >= 0; i--) {

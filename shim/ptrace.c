@@ -62,6 +62,7 @@
 #include <limits.h>
 #include <linux/kcmp.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -749,7 +750,7 @@ int detach_all(void) {
      ptrace): stop the world, then detach each with its pending signals. */
   if (!S.world_stopped && !S.gone && S.n > 0) {
     uint64_t a, b;
-    if (stop_world(2000, &a, &b) < 0) {
+    if (stop_world(2000, false, &a, &b) < 0) {
       /* threads that did not stop in time keep running; detach the others */
     }
   }
@@ -777,6 +778,7 @@ int detach_all(void) {
   S.n = 0;
   S.nexpect = 0;
   S.world_stopped = false;
+  boost(false);
   if (S.memfd >= 0) close(S.memfd);
   S.memfd = -1;
   S.pid = 0;
@@ -810,9 +812,25 @@ static int stop_timeout_error(uint32_t timeout_ms) {
   return fail("STOP_TIMEOUT", first, "%d thread(s) did not stop within %u ms: %s", k, timeout_ms, list);
 }
 
-int stop_world(uint32_t timeout_ms, uint64_t *interrupt_ns, uint64_t *wait_ns) {
+/* While the world is stopped the tracer runs SCHED_FIFO (lowest real-time
+ * priority) when it may: every PTRACE_INTERRUPT and PTRACE_CONT wakes a thread, and
+ * a woken thread of the target would otherwise preempt the tracer on its CPU, once
+ * per thread. The threads then stop (and resume) on the other CPUs while the
+ * tracer goes on. Without the privilege (CAP_SYS_NICE) it runs as it is. */
+void boost(bool on) {
+  static bool denied, boosted;
+  if (denied || on == boosted) return;
+  struct sched_param sp = {.sched_priority = on ? 1 : 0};
+  if (sched_setscheduler(0, on ? SCHED_FIFO : SCHED_OTHER, &sp) == 0)
+    boosted = on;
+  else
+    denied = true;
+}
+
+int stop_world(uint32_t timeout_ms, bool read_regs, uint64_t *interrupt_ns, uint64_t *wait_ns) {
   if (S.world_stopped) return fail("ALREADY_STOPPED", 0, "every thread is already stopped");
   drain_events();
+  boost(true);
   uint64_t t0 = now_ns();
   S.pause_start = t0;
   S.world_stopped = true;
@@ -831,30 +849,50 @@ int stop_world(uint32_t timeout_ms, uint64_t *interrupt_ns, uint64_t *wait_ns) {
   }
   uint64_t t1 = now_ns();
   int rc = 0;
-  if (S.nexpect > 0) {
-    uint64_t deadline = t1 + (uint64_t)timeout_ms * 1000000u;
-    timer_arm(deadline);
-    while (S.nexpect > 0) {
+  uint64_t deadline = t1 + (uint64_t)timeout_ms * 1000000u;
+  if (S.nexpect > 0) timer_arm(deadline);
+  /* Collect the stops thread by thread, in the order of the interrupts: a thread
+     that stopped meanwhile is collected at once (waitpid of one tid costs the same
+     whatever the number of threads; waitpid(-1) walks all of them), and with
+     `read_regs` its registers are read while later threads are still stopping.
+     Threads born meanwhile are appended to the table and collected in turn. */
+  for (int i = 0; i < S.n && rc == 0; i++) {
+    struct thread *t = T[i];
+    while (!t->dead && t->expect_stop) {
       int st;
-      pid_t p = wait_event(-1, deadline, &st);
+      pid_t p = wait_event(t->tid, deadline, &st);
       if (p > 0) {
         on_event(p, st);
       } else if (p == WAIT_TICK || p == WAIT_TIMEOUT) {
-        for (int i = 0; i < S.n; i++)
-          if (!T[i]->dead && T[i]->expect_stop && !task_exists(T[i]->tgid, T[i]->tid)) thread_dead(T[i]);
-        if (p == WAIT_TIMEOUT && S.nexpect > 0) {
+        if (!task_exists(t->tgid, t->tid)) thread_dead(t);
+        if (p == WAIT_TIMEOUT && !t->dead) {
           rc = stop_timeout_error(timeout_ms);
           break;
         }
       } else {
-        /* ECHILD: nothing left to wait for */
-        for (int i = 0; i < S.n; i++)
-          if (!T[i]->dead && T[i]->expect_stop) thread_dead(T[i]);
-        break;
+        thread_dead(t); /* ECHILD: not ours any more */
       }
     }
-    timer_disarm();
+    if (read_regs && !t->dead && t->stopped && !t->regs_valid &&
+        ptrace(PTRACE_GETREGS, t->tid, 0, &t->regs) == 0)
+      t->regs_valid = true;
   }
+  /* anything still expected (a thread marked before the loop reached it again) */
+  while (rc == 0 && S.nexpect > 0) {
+    int st;
+    pid_t p = wait_event(-1, deadline, &st);
+    if (p > 0) {
+      on_event(p, st);
+    } else if (p == WAIT_TICK || p == WAIT_TIMEOUT) {
+      for (int i = 0; i < S.n; i++)
+        if (!T[i]->dead && T[i]->expect_stop && !task_exists(T[i]->tgid, T[i]->tid)) thread_dead(T[i]);
+      if (p == WAIT_TIMEOUT && S.nexpect > 0) rc = stop_timeout_error(timeout_ms);
+    } else {
+      for (int i = 0; i < S.n; i++)
+        if (!T[i]->dead && T[i]->expect_stop) thread_dead(T[i]);
+    }
+  }
+  timer_disarm();
   *interrupt_ns = t1 - t0;
   *wait_ns = now_ns() - t1;
   if (rc < 0) {
@@ -869,6 +907,7 @@ int stop_world(uint32_t timeout_ms, uint64_t *interrupt_ns, uint64_t *wait_ns) {
   for (int i = 0; i < S.n; i++) any |= !T[i]->dead;
   if (!any) {
     S.world_stopped = false;
+    boost(false);
     S.gone = true;
     return fail("TARGET_EXITED", S.pid, "pid %d exited", S.pid);
   }
@@ -881,6 +920,7 @@ int resume_all(void) {
     struct thread *t = T[i];
     if (!t->dead && t->stopped && !t->held) resume_thread(t);
   }
+  boost(false);
   return 0;
 }
 

@@ -246,7 +246,7 @@ static int op_stop_world(const uint8_t *in, size_t inlen, struct out *o) {
   memcpy(&q, in, sizeof q);
   if (q.window > (16u << 20)) return fail("BAD_ARGUMENT", 0, "stack window of %llu bytes is over 16 MiB", (unsigned long long)q.window);
   uint64_t int_ns, wait_ns;
-  if (stop_world(q.timeout_ms ? q.timeout_ms : 2000, &int_ns, &wait_ns) < 0) return -1;
+  if (stop_world(q.timeout_ms ? q.timeout_ms : 2000, true, &int_ns, &wait_ns) < 0) return -1;
   uint64_t t2 = now_ns();
   for (int i = 0; i < thread_count(); i++) {
     struct thread *t = thread_at(i);

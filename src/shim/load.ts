@@ -2,7 +2,7 @@
 // shim/build/Release (`npm run build:addon`), from the sources (src/shim/) and from
 // the CLI bundle (dist/) alike.
 import { existsSync } from "node:fs";
-import { createRequire } from "node:module";
+import * as nodeModule from "node:module"; // not `createRequire` by name: bundles may declare it in a banner
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { NativeShim } from "./native.js";
@@ -26,8 +26,8 @@ let cached: NativeShim | undefined;
 
 export function loadNative(): NativeShim {
   if (!cached) {
-    const require = createRequire(import.meta.url);
-    cached = require(join(shimBuildDir(), "patchc_shim.node")) as NativeShim;
+    const load = nodeModule.createRequire(import.meta.url);
+    cached = load(join(shimBuildDir(), "patchc_shim.node")) as NativeShim;
   }
   return cached;
 }
