@@ -156,7 +156,7 @@ static struct thread **T;
 struct thread *thread_find(pid_t tid) {
   if (tid <= 0 || tid > S.pid_max || !S.idx) return NULL;
   int i = S.idx[tid];
-  return i ? T[i - 1] : NULL;
+  return i > 0 && i <= S.n && T[i - 1]->tid == tid ? T[i - 1] : NULL;
 }
 
 static struct thread *thread_add(pid_t tid, pid_t tgid) {
@@ -191,6 +191,7 @@ void threads_compact(void) {
   int j = 0;
   for (int i = 0; i < S.n; i++) {
     if (T[i]->dead) {
+      if (S.idx[T[i]->tid] == i + 1) S.idx[T[i]->tid] = 0;
       free(T[i]->pending);
       free(T[i]);
       continue;
@@ -367,10 +368,12 @@ static int release_pending(struct thread *t) {
 }
 
 static void fix_epoll_eintr(struct thread *t, int sig);
+static void hw_disarm(struct thread *t);
+static void hw_clear(struct thread *t);
 
 /* Is this SIGTRAP stop our hardware breakpoint? Records a hit when it is. */
 static bool own_hw_trap(struct thread *t, int status) {
-  if (!t->hw_armed || (status >> 16) != 0 || WSTOPSIG(status) != SIGTRAP) return false;
+  if (!(t->hw_armed || t->hw_used) || (status >> 16) != 0 || WSTOPSIG(status) != SIGTRAP) return false;
   siginfo_t si;
   if (ptrace(PTRACE_GETSIGINFO, t->tid, 0, &si) < 0 || si.si_code != TRAP_HWBKPT) return false;
   struct user_regs_struct r;
@@ -758,11 +761,8 @@ int detach_all(void) {
   for (int i = 0; i < S.n; i++) {
     struct thread *t = T[i];
     if (t->dead || !t->stopped) continue;
-    if (t->hw_armed) {
-      ptrace(PTRACE_POKEUSER, t->tid, DR_OFFSET(7), 0);
-      ptrace(PTRACE_POKEUSER, t->tid, DR_OFFSET(0), 0);
-      t->hw_armed = false;
-    }
+    if (t->hw_armed || t->hw_used) hw_disarm(t);
+    if (t->dead || !t->stopped) continue;
     int sig = release_pending(t);
     fix_epoll_eintr(t, sig);
     ptrace(PTRACE_DETACH, t->tid, 0, sig);
@@ -1371,6 +1371,42 @@ int seccomp_state(struct thread *t, int *mode, uint8_t **filters, size_t *len, u
 /* ------------------------------------------------------------------ */
 /* Waiting for a return */
 
+/* A breakpoint hit just before an interrupt stopped the thread leaves its SIGTRAP
+ * (TRAP_HWBKPT) queued behind the interrupt's stop: disarming then is not enough,
+ * the thread would take the signal once we let go and die of it. Let the thread
+ * dequeue it under our eyes (synchronous signals are dequeued first) and drop it
+ * (own_hw_trap recognises it). The thread is stopped and held. */
+static bool hw_trap_queued(struct thread *t) {
+  siginfo_t si[16];
+  struct __ptrace_peeksiginfo_args a = {.off = 0, .flags = 0, .nr = 16};
+  long n = ptrace(PTRACE_PEEKSIGINFO, t->tid, &a, si);
+  for (long i = 0; i < n; i++)
+    if (si[i].si_signo == SIGTRAP && si[i].si_code == TRAP_HWBKPT) return true;
+  return false;
+}
+
+static void drop_queued_hw_trap(struct thread *t) {
+  for (int k = 0; k < 4 && !t->dead && t->stopped && hw_trap_queued(t); k++) {
+    if (ptrace(PTRACE_CONT, t->tid, 0, 0) < 0) return;
+    t->stopped = false;
+    uint64_t deadline = now_ns() + 1000000000ull;
+    timer_arm(deadline);
+    while (!t->dead && !t->stopped) {
+      int st;
+      pid_t p = wait_event(t->tid, deadline, &st);
+      if (p > 0) on_event(p, st);
+      else if (p == WAIT_TIMEOUT || p == WAIT_NONE) break;
+    }
+    timer_disarm();
+  }
+}
+
+static void hw_disarm(struct thread *t) {
+  hw_clear(t);
+  t->hw_armed = false;
+  drop_queued_hw_trap(t);
+}
+
 static int hw_set(struct thread *t, uint64_t addr) {
   if (ptrace(PTRACE_POKEUSER, t->tid, DR_OFFSET(0), addr) < 0)
     return fail_sys("ptrace(PTRACE_POKEUSER)", t->tid, errno, "DR0 = 0x%llx", (unsigned long long)addr);
@@ -1411,6 +1447,7 @@ int wait_return(struct thread *t, uint64_t addr, uint64_t sp, uint32_t timeout_m
                 t->tid, (unsigned long long)dr7);
   if (hw_set(t, addr) < 0) return -1;
   t->hw_armed = true;
+  t->hw_used = true;
   t->hw_hit = false;
   t->hw_addr = addr;
   t->hw_sp = sp;
@@ -1455,8 +1492,7 @@ int wait_return(struct thread *t, uint64_t addr, uint64_t sp, uint32_t timeout_m
   if (!t || t->dead) return 0;
   /* disarm: the thread must be stopped for PTRACE_POKEUSER */
   if (stop_thread(t, 2000) == 0) {
-    hw_clear(t);
-    t->hw_armed = false;
+    hw_disarm(t);
     *hit = t->hw_hit;
     *rsp = t->hw_rsp;
     release_thread(t);
@@ -1466,8 +1502,7 @@ int wait_return(struct thread *t, uint64_t addr, uint64_t sp, uint32_t timeout_m
      while asleep; keep trying until it stops */
   for (int i = 0; i < 100 && !t->dead; i++) {
     if (stop_thread(t, 100) == 0) {
-      hw_clear(t);
-      t->hw_armed = false;
+      hw_disarm(t);
       *hit = t->hw_hit;
       release_thread(t);
       return 0;

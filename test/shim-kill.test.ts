@@ -124,10 +124,12 @@ describe("SIGKILL of patchc", () => {
     let applied = 0;
     let reverted = 0;
     let rolledBack = 0;
-    for (let i = 0; i < 30; i++) {
+    // 30 kills, more (up to 60) until they landed in every phase: during the attach,
+    // after an apply, after a revert, and between a map and its commit
+    for (let i = 0; i < 60 && (i < 30 || applied < 3 || reverted < 3 || rolledBack < 1); i++) {
       const d = new Driver(["patch", String(target.pid), "0x" + v.toString(16), "0x" + target.ready.slow.toString(16), original.toString("hex")]);
-      await d.waitLine("tracer ");
-      await sleep(Math.random() * (i % 3 === 0 ? 40 : 400));
+      await d.waitLine(i % 5 === 0 ? "tracer " : "attached");
+      await sleep(Math.random() * (i % 5 === 0 ? 20 : i % 3 === 0 ? 30 : 300));
       d.proc.kill("SIGKILL");
       await afterKill(d, target);
       const events = d.lines.filter((l) => l.startsWith("cycle "));
@@ -164,8 +166,9 @@ describe("SIGKILL of patchc", () => {
       expect(diffs.some((x) => x.have === 0xcc)).toBe(false);
     }
     // the kills landed in every phase
-    expect(applied).toBeGreaterThan(3);
-    expect(reverted).toBeGreaterThan(3);
+    expect(applied).toBeGreaterThanOrEqual(3);
+    expect(reverted).toBeGreaterThanOrEqual(3);
+    expect(rolledBack).toBeGreaterThanOrEqual(1);
     const after = await target.report();
     expect(Number(after.old)).toBeGreaterThan(0);
     expect(Number(after.new)).toBeGreaterThan(0);

@@ -304,4 +304,30 @@ describe("waiting for a return", () => {
     await sleep(50);
     expectClean(await tg.report());
   });
+
+  it("a breakpoint hit as it is disarmed leaves no SIGTRAP behind", async () => {
+    // each worker returns from slow() every ~0.2 ms: now and then it hits the
+    // breakpoint just as the tracer interrupts it to disarm, and the interrupt's stop
+    // is reported with the breakpoint's SIGTRAP still queued behind it
+    const tg = await target(["--workers", "2"]);
+    const t = tracer();
+    let hits = 0;
+    let waits = 0;
+    for (let i = 0; i < 100 && (i < 40 || hits < 30); i++) {
+      const a = await t.attach(tg.pid);
+      const workers = a.tids.filter((x) => x !== tg.pid);
+      for (let k = 0; k < 3; k++) {
+        await t.stopWorld();
+        const r = await t.waitReturn(workers[k % 2], tg.ready.slow_ret, { timeoutMs: 2 + k * 2 });
+        hits += r.hit ? 1 : 0;
+        waits++;
+      }
+      await t.detach();
+      expect(tg.alive, `after ${i + 1} detaches`).toBe(true);
+    }
+    expect(hits).toBeGreaterThan(20);
+    await sleep(100);
+    expect(tg.alive).toBe(true);
+    expectClean(await tg.report());
+  });
 });
