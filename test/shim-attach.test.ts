@@ -154,6 +154,42 @@ describe("attach and stop the world", () => {
     expect(Number(r.spins)).toBeGreaterThan(0);
   });
 
+  it("setRegs writes what the thread then runs with; a rollback restores it", async () => {
+    const tg = await target(["--spin"]);
+    const t = tracer();
+    await t.attach(tg.pid);
+    const spin = tg.ready.roles.spin;
+    // inside a transaction: the write is undone by the rollback, the target sees nothing
+    for (let i = 0; i < 200; i++) {
+      const w = await t.stopWorld();
+      const regs = w.threads.find((x) => x.tid === spin)!.regs;
+      if (regs.r8 !== 0x0101010101010101n || regs.rcx < 1000n) {
+        await t.resumeAll();
+        continue;
+      }
+      await t.begin();
+      await t.setRegs(spin, { ...regs, r8: 0x1234n });
+      expect((await t.getRegs(spin)).r8).toBe(0x1234n);
+      expect(await t.rollback()).toBe(1);
+      expect(await t.getRegs(spin)).toEqual(regs);
+      await t.resumeAll();
+      // outside one: the spinner sees its r8 changed and reports it, once
+      await t.stopWorld();
+      const again = await t.getRegs(spin);
+      if (again.r8 === 0x0101010101010101n && again.rcx >= 1000n) {
+        await t.setRegs(spin, { ...again, r8: 0x1234n });
+        await t.resumeAll();
+        break;
+      }
+      await t.resumeAll();
+    }
+    await t.detach();
+    await sleep(100);
+    const r = await tg.report();
+    expect(r.violations).toBe(1);
+    expect(r.messages).toEqual(["spin: a register changed under the loop"]);
+  });
+
   it("signals that arrive while stopped are delivered after, none swallowed", async () => {
     const tg = await target(["--signals", "--alarm", "--sleepers", "4"]);
     const t = tracer();
