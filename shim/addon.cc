@@ -657,6 +657,7 @@ class Tracer : public Napi::ObjectWrap<Tracer> {
       Napi::Object o = Napi::Object::New(env);
       o.Set("ret", Napi::BigInt::New(env, x.ret));
       o.Set("tid", x.tid);
+      o.Set("tracerUs", x.tracer_us);
       return o;
     });
   }

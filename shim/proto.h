@@ -126,7 +126,7 @@ struct wire_syscall {
   uint64_t seccomp_fingerprint; /* what the caller checked the call against (OP_SECCOMP) */
   uint64_t scratch_len;   /* bytes copied below the thread's red zone for the call */
 };
-struct wire_syscall_result { int64_t ret; int32_t tid; uint32_t pad; };
+struct wire_syscall_result { int64_t ret; int32_t tid; uint32_t tracer_us; /* time in the tracer */ };
 
 struct wire_seccomp {
   int32_t mode;           /* 0 none, 1 strict, 2 filter */

@@ -362,6 +362,7 @@ out:
 }
 
 static int op_syscall(const uint8_t *in, size_t inlen, struct out *o) {
+  uint64_t t0 = now_ns();
   if (need(inlen, sizeof(struct wire_syscall)) < 0 || check_usable() < 0) return -1;
   struct wire_syscall q;
   memcpy(&q, in, sizeof q);
@@ -401,7 +402,7 @@ static int op_syscall(const uint8_t *in, size_t inlen, struct out *o) {
   int64_t ret;
   if (remote_syscall(t, q.nr, q.args, &ret) < 0) goto done;
   txn_after_syscall(q.nr, q.args, ret);
-  struct wire_syscall_result r = {ret, t->tid, 0};
+  struct wire_syscall_result r = {ret, t->tid, (uint32_t)((now_ns() - t0) / 1000)};
   rc = out_put(o, &r, sizeof r);
 done:
   if (scratch_written) {

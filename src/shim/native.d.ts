@@ -90,6 +90,8 @@ export interface NativeSyscallResult {
   /** the raw return value: negative errno on failure */
   ret: bigint;
   tid: number;
+  /** microseconds the request took in the tracer */
+  tracerUs: number;
 }
 
 export interface NativeSeccomp {
