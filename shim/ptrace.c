@@ -830,7 +830,7 @@ void boost(bool on) {
 int stop_world(uint32_t timeout_ms, bool read_regs, uint64_t *interrupt_ns, uint64_t *wait_ns) {
   if (S.world_stopped) return fail("ALREADY_STOPPED", 0, "every thread is already stopped");
   drain_events();
-  if (S.n >= 8) boost(true); /* two syscalls: not worth it for a few threads */
+  boost(true);
   uint64_t t0 = now_ns();
   S.pause_start = t0;
   S.world_stopped = true;
