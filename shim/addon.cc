@@ -7,15 +7,18 @@
 //   listTasks(pid)     the thread ids in /proc/PID/task;
 //   deviceOpen/deviceIoctl/deviceClose  a character device, for the kernel module.
 //
-// Arguments are checked here (TypeError/RangeError, synchronously). Every
-// request runs on a libuv pool thread (an AsyncWorker: write the request, block
-// reading the reply), never on the JavaScript thread; ptrace itself happens only
-// in the tracer's single thread, so it does not matter which pool thread sends.
-// A Tracer serializes its requests (a mutex around each exchange).
+// Arguments are checked here (TypeError/RangeError, synchronously). The socket to
+// the tracer is driven by the JavaScript thread's event loop (uv_poll, non-blocking
+// reads and writes): nothing waits on the JavaScript thread, and a request costs two
+// wakeups, the tracer's and this thread's, with no thread-pool hop (those hops are
+// part of the pause between stopWorld and patchAndResume). ptrace itself happens only
+// in the tracer's single thread. A Tracer sends one request at a time, in call
+// order, the next when the reply to the one before it has arrived.
 //
 // Failures reject with an Error carrying: code (errno name or reason), errno,
 // syscall, tid, op; the message names all of them.
 #include <napi.h>
+#include <uv.h>
 
 #include <dirent.h>
 #include <errno.h>
@@ -29,6 +32,7 @@
 #include <unistd.h>
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -73,59 +77,6 @@ Napi::Error MakeError(Napi::Env env, const Failure& f) {
   return e;
 }
 
-// ---- the connection to one tracer process ----
-
-struct Conn {
-  int fd = -1;
-  pid_t pid = 0;
-  std::mutex mu;
-  bool closed = false;
-  int exit_status = -1;  // waitpid status once reaped
-
-  ~Conn() {
-    if (fd >= 0) close(fd);
-    if (pid > 0 && exit_status < 0) {
-      // reap without blocking the JavaScript thread; the tracer exits on EOF
-      pid_t p = pid;
-      std::thread([p] {
-        int st;
-        while (waitpid(p, &st, 0) < 0 && errno == EINTR) {
-        }
-      }).detach();
-    }
-  }
-};
-
-bool WriteAll(int fd, const uint8_t* p, size_t n) {
-  while (n > 0) {
-    ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-  return true;
-}
-
-bool ReadAll(int fd, uint8_t* p, size_t n) {
-  while (n > 0) {
-    ssize_t r = read(fd, p, n);
-    if (r == 0) {
-      errno = EPIPE;
-      return false;
-    }
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    p += r;
-    n -= static_cast<size_t>(r);
-  }
-  return true;
-}
-
 // Builds a request: header, then fields appended in order.
 struct Req {
   std::vector<uint8_t> b;
@@ -150,98 +101,215 @@ struct Req {
 
 using Decoder = std::function<Napi::Value(Napi::Env, const std::vector<uint8_t>&)>;
 
-// One request/reply exchange on a pool thread.
-class Exchange : public Napi::AsyncWorker {
+// ---- the connection to one tracer process ----
+
+Failure ReplyFailure(const char* op, const std::vector<uint8_t>& b) {
+  Failure f;
+  f.op = op;
+  if (b.size() >= sizeof(wire_error)) {
+    wire_error e;
+    memcpy(&e, b.data(), sizeof e);
+    e.code[sizeof e.code - 1] = 0;
+    e.syscall[sizeof e.syscall - 1] = 0;
+    f.err = e.err_no;
+    f.tid = e.tid;
+    f.code = e.code;
+    f.syscall = e.syscall;
+    const char* m = reinterpret_cast<const char*>(b.data() + sizeof e);
+    f.message.assign(m, strnlen(m, b.size() - sizeof e));
+  } else {
+    f.code = "BAD_REPLY";
+    f.message = std::string(op) + ": malformed error reply";
+  }
+  return f;
+}
+
+class Channel {
  public:
-  Exchange(Napi::Env env, std::shared_ptr<Conn> conn, uint32_t op, std::vector<uint8_t> req, Decoder dec)
-      : Napi::AsyncWorker(env, "patchc.shim"),
-        deferred_(Napi::Promise::Deferred::New(env)),
-        conn_(std::move(conn)),
-        op_(op),
-        req_(std::move(req)),
-        dec_(std::move(dec)) {}
-
-  Napi::Promise Promise() { return deferred_.Promise(); }
-
-  void Execute() override {
-    std::lock_guard<std::mutex> lock(conn_->mu);
-    const char* op = kOpNames[op_];
-    if (conn_->closed || conn_->fd < 0) {
-      Gone(op, "the tracer is closed");
-      return;
-    }
-    if (!WriteAll(conn_->fd, req_.data(), req_.size())) {
-      Gone(op, "sending the request failed: " + ErrnoName(errno));
-      return;
-    }
-    wire_rsp h;
-    if (!ReadAll(conn_->fd, reinterpret_cast<uint8_t*>(&h), sizeof h)) {
-      Gone(op, "reading the reply failed: " + ErrnoName(errno));
-      return;
-    }
-    if (h.len < sizeof h || h.len > WIRE_MAX_MESSAGE) {
-      Gone(op, "malformed reply of " + std::to_string(h.len) + " bytes");
-      return;
-    }
-    rsp_.resize(h.len - sizeof h);
-    if (!rsp_.empty() && !ReadAll(conn_->fd, rsp_.data(), rsp_.size())) {
-      Gone(op, "reading the reply failed: " + ErrnoName(errno));
-      return;
-    }
-    if (h.status != 0) {
-      failed_ = true;
-      fail_.op = op;
-      if (rsp_.size() >= sizeof(wire_error)) {
-        wire_error e;
-        memcpy(&e, rsp_.data(), sizeof e);
-        e.code[sizeof e.code - 1] = 0;
-        e.syscall[sizeof e.syscall - 1] = 0;
-        fail_.err = e.err_no;
-        fail_.tid = e.tid;
-        fail_.code = e.code;
-        fail_.syscall = e.syscall;
-        fail_.message.assign(reinterpret_cast<const char*>(rsp_.data() + sizeof e),
-                             strnlen(reinterpret_cast<const char*>(rsp_.data() + sizeof e), rsp_.size() - sizeof e));
-      } else {
-        fail_.code = "BAD_REPLY";
-        fail_.message = std::string(op) + ": malformed error reply";
-      }
-    }
+  Channel(Napi::Env env, int fd, pid_t pid, std::function<void(bool)> busy)
+      : env_(env), fd_(fd), pid_(pid), busy_(std::move(busy)), ctx_(env, "patchc.shim") {
+    uv_loop_t* loop = nullptr;
+    napi_get_uv_event_loop(env, &loop);
+    poll_ = new uv_poll_t;
+    uv_poll_init(loop, poll_, fd);
+    poll_->data = this;
+    uv_poll_start(poll_, UV_READABLE | UV_DISCONNECT, OnPoll);
+    uv_unref(reinterpret_cast<uv_handle_t*>(poll_));  // an idle tracer does not keep Node alive
   }
 
-  void OnOK() override {
-    Napi::Env env = Env();
-    Napi::HandleScope scope(env);
-    if (failed_) {
-      deferred_.Reject(MakeError(env, fail_).Value());
-      return;
+  ~Channel() { Shutdown(); }
+
+  pid_t pid() const { return pid_; }
+
+  Napi::Promise Send(uint32_t op, std::vector<uint8_t> req, Decoder dec) {
+    auto p = std::make_unique<Pending>(Pending{op, std::move(req), 0, std::move(dec), Napi::Promise::Deferred::New(env_)});
+    Napi::Promise promise = p->deferred.Promise();
+    if (fd_ < 0 || !gone_.empty()) {
+      p->deferred.Reject(MakeError(env_, GoneFailure(op, gone_.empty() ? "the tracer is closed" : gone_)).Value());
+      return promise;
     }
-    try {
-      deferred_.Resolve(dec_(env, rsp_));
-    } catch (const Napi::Error& e) {
-      deferred_.Reject(e.Value());
+    queue_.push_back(std::move(p));
+    if (queue_.size() == 1) {
+      Busy(true);
+      Flush();
+      Interest();
     }
+    return promise;
   }
 
-  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+  // Stops reading and closes the socket: the tracer sees EOF, rolls back, detaches,
+  // exits. Requests still waiting are rejected.
+  void Shutdown() {
+    if (poll_) {
+      poll_->data = nullptr;
+      uv_poll_stop(poll_);
+      uv_close(reinterpret_cast<uv_handle_t*>(poll_), [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
+      poll_ = nullptr;
+    }
+    if (fd_ >= 0) {
+      close(fd_);
+      fd_ = -1;
+    }
+    if (!queue_.empty()) Fail("the tracer was closed");
+  }
 
  private:
-  void Gone(const char* op, const std::string& why) {
-    failed_ = true;
-    fail_.op = op;
-    fail_.code = "TRACER_GONE";
-    fail_.err = EPIPE;
-    fail_.message = std::string(op) + ": the tracer process (pid " + std::to_string(conn_->pid) + ") is gone: " + why;
+  struct Pending {
+    uint32_t op;
+    std::vector<uint8_t> req;
+    size_t written;
+    Decoder dec;
+    Napi::Promise::Deferred deferred;
+  };
+
+  Failure GoneFailure(uint32_t op, const std::string& why) {
+    Failure f;
+    f.op = kOpNames[op];
+    f.code = "TRACER_GONE";
+    f.err = EPIPE;
+    f.message = f.op + ": the tracer process (pid " + std::to_string(pid_) + ") is gone: " + why;
+    return f;
   }
 
-  Napi::Promise::Deferred deferred_;
-  std::shared_ptr<Conn> conn_;
-  uint32_t op_;
-  std::vector<uint8_t> req_;
-  std::vector<uint8_t> rsp_;
-  Decoder dec_;
-  bool failed_ = false;
-  Failure fail_;
+  void Busy(bool on) {
+    if (poll_) {
+      if (on)
+        uv_ref(reinterpret_cast<uv_handle_t*>(poll_));
+      else
+        uv_unref(reinterpret_cast<uv_handle_t*>(poll_));
+    }
+    busy_(on);
+  }
+
+  // Rejects every waiting request: the connection is unusable.
+  void Fail(const std::string& why) {
+    if (gone_.empty()) gone_ = why;
+    if (poll_) uv_poll_stop(poll_);  // an EOF stays readable: stop listening
+    auto q = std::move(queue_);
+    queue_.clear();
+    for (auto& p : q) p->deferred.Reject(MakeError(env_, GoneFailure(p->op, why)).Value());
+    if (!q.empty()) Busy(false);
+  }
+
+  static void OnPoll(uv_poll_t* h, int status, int events) {
+    if (auto* self = static_cast<Channel*>(h->data)) self->Pump(status, events);
+  }
+
+  void Pump(int status, int events) {
+    Napi::HandleScope scope(env_);
+    Napi::CallbackScope cb(env_, ctx_);  // runs the promise reactions when it closes
+    if (status < 0) {
+      Fail(std::string("polling the socket failed: ") + uv_strerror(status));
+    } else {
+      if (events & UV_WRITABLE) Flush();
+      if (events & (UV_READABLE | UV_DISCONNECT)) Receive();
+    }
+    Interest();
+  }
+
+  // Writes what remains of the request at the front of the queue.
+  void Flush() {
+    if (queue_.empty() || fd_ < 0) return;
+    Pending& p = *queue_.front();
+    while (p.written < p.req.size()) {
+      ssize_t w = send(fd_, p.req.data() + p.written, p.req.size() - p.written, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return;  // the rest when writable
+        Fail("sending the request failed: " + ErrnoName(errno));
+        return;
+      }
+      p.written += static_cast<size_t>(w);
+    }
+  }
+
+  void Receive() {
+    uint8_t buf[65536];
+    for (;;) {
+      if (fd_ < 0) return;
+      ssize_t n = recv(fd_, buf, sizeof buf, MSG_DONTWAIT);
+      if (n > 0) {
+        in_.insert(in_.end(), buf, buf + n);
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+      Deliver();
+      Fail(n == 0 ? std::string("its socket was closed (it exited)") : "reading the reply failed: " + ErrnoName(errno));
+      return;
+    }
+    Deliver();
+  }
+
+  // Hands every complete reply to the request it answers.
+  void Deliver() {
+    size_t off = 0;
+    while (in_.size() - off >= sizeof(wire_rsp)) {
+      wire_rsp h;
+      memcpy(&h, in_.data() + off, sizeof h);
+      if (h.len < sizeof h || h.len > WIRE_MAX_MESSAGE || queue_.empty() || queue_.front()->written < queue_.front()->req.size()) {
+        in_.clear();
+        Fail("malformed or unexpected reply");
+        return;
+      }
+      if (in_.size() - off < h.len) break;
+      std::vector<uint8_t> body(in_.begin() + static_cast<long>(off + sizeof h), in_.begin() + static_cast<long>(off + h.len));
+      off += h.len;
+      std::unique_ptr<Pending> p = std::move(queue_.front());
+      queue_.pop_front();
+      if (h.status != 0) {
+        p->deferred.Reject(MakeError(env_, ReplyFailure(kOpNames[p->op], body)).Value());
+      } else {
+        try {
+          p->deferred.Resolve(p->dec(env_, body));
+        } catch (const Napi::Error& e) {
+          p->deferred.Reject(e.Value());
+        }
+      }
+      if (queue_.empty())
+        Busy(false);
+      else
+        Flush();  // the next request, now that this one is answered
+    }
+    in_.erase(in_.begin(), in_.begin() + static_cast<long>(off));
+  }
+
+  void Interest() {
+    if (!poll_ || !gone_.empty()) return;
+    int ev = UV_READABLE | UV_DISCONNECT;
+    if (!queue_.empty() && queue_.front()->written < queue_.front()->req.size()) ev |= UV_WRITABLE;
+    uv_poll_start(poll_, ev, OnPoll);
+  }
+
+  Napi::Env env_;
+  int fd_;
+  pid_t pid_;
+  std::function<void(bool)> busy_;
+  Napi::AsyncContext ctx_;
+  uv_poll_t* poll_ = nullptr;
+  std::deque<std::unique_ptr<Pending>> queue_;
+  std::vector<uint8_t> in_;
+  std::string gone_;
 };
 
 // ---- argument checks ----
@@ -399,9 +467,27 @@ class Tracer : public Napi::ObjectWrap<Tracer> {
       close(sv[0]);
       Throw(info.Env(), "posix_spawn(" + path + ")", rc);
     }
-    conn_ = std::make_shared<Conn>();
-    conn_->fd = sv[0];
-    conn_->pid = pid;
+    chan_ = std::make_unique<Channel>(info.Env(), sv[0], pid, [this](bool busy) {
+      // a request in flight keeps this object alive
+      if (busy)
+        Ref();
+      else
+        Unref();
+    });
+    pid_ = pid;
+  }
+
+  ~Tracer() override {
+    if (chan_) chan_->Shutdown();
+    if (pid_ > 0 && !reaped_) {
+      // reap without blocking the JavaScript thread; the tracer exits on EOF
+      pid_t p = pid_;
+      std::thread([p] {
+        int st;
+        while (waitpid(p, &st, 0) < 0 && errno == EINTR) {
+        }
+      }).detach();
+    }
   }
 
  private:
@@ -416,10 +502,8 @@ class Tracer : public Napi::ObjectWrap<Tracer> {
   }
 
   Napi::Value Send(Napi::Env env, uint32_t op, std::vector<uint8_t> req, Decoder dec) {
-    auto* w = new Exchange(env, conn_, op, std::move(req), std::move(dec));
-    Napi::Promise p = w->Promise();
-    w->Queue();
-    return p;
+    (void)env;
+    return chan_->Send(op, std::move(req), std::move(dec));
   }
 
   Napi::Value Simple(const Napi::CallbackInfo& info, uint32_t op, Decoder dec = Empty) {
@@ -427,7 +511,7 @@ class Tracer : public Napi::ObjectWrap<Tracer> {
     return Send(info.Env(), op, r.Done(), std::move(dec));
   }
 
-  Napi::Value Pid(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), conn_->pid); }
+  Napi::Value Pid(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), pid_); }
 
   Napi::Value Hello(const Napi::CallbackInfo& info) {
     return Simple(info, OP_HELLO, [](Napi::Env env, const std::vector<uint8_t>& b) -> Napi::Value {
@@ -720,28 +804,18 @@ class Tracer : public Napi::ObjectWrap<Tracer> {
   // the tracer's exit on a pool thread.
   class Reaper : public Napi::AsyncWorker {
    public:
-    Reaper(Napi::Env env, std::shared_ptr<Conn> c)
-        : Napi::AsyncWorker(env, "patchc.shim.close"), d_(Napi::Promise::Deferred::New(env)), c_(std::move(c)) {}
+    Reaper(Napi::Env env, pid_t pid) : Napi::AsyncWorker(env, "patchc.shim.close"), d_(Napi::Promise::Deferred::New(env)), pid_(pid) {}
     Napi::Promise Promise() { return d_.Promise(); }
     void Execute() override {
-      std::lock_guard<std::mutex> lock(c_->mu);  // after any request in flight
-      if (!c_->closed) {
-        c_->closed = true;
-        close(c_->fd);
-        c_->fd = -1;
+      pid_t p;
+      while ((p = waitpid(pid_, &status_, 0)) < 0 && errno == EINTR) {
       }
-      if (c_->exit_status < 0) {
-        int st;
-        pid_t p;
-        while ((p = waitpid(c_->pid, &st, 0)) < 0 && errno == EINTR) {
-        }
-        c_->exit_status = p == c_->pid ? st : 0;
-      }
+      if (p != pid_) status_ = 0;
     }
     void OnOK() override {
       Napi::Env env = Env();
       Napi::Object o = Napi::Object::New(env);
-      int st = c_->exit_status;
+      int st = status_;
       o.Set("code", WIFEXITED(st) ? Napi::Value(Napi::Number::New(env, WEXITSTATUS(st))) : env.Null());
       o.Set("signal", WIFSIGNALED(st) ? Napi::Value(Napi::Number::New(env, WTERMSIG(st))) : env.Null());
       d_.Resolve(o);
@@ -749,17 +823,30 @@ class Tracer : public Napi::ObjectWrap<Tracer> {
 
    private:
     Napi::Promise::Deferred d_;
-    std::shared_ptr<Conn> c_;
+    pid_t pid_;
+    int status_ = 0;
   };
 
   Napi::Value Close(const Napi::CallbackInfo& info) {
-    auto* w = new Reaper(info.Env(), conn_);
+    chan_->Shutdown();
+    if (reaped_) {
+      Napi::Object o = Napi::Object::New(info.Env());
+      o.Set("code", Napi::Number::New(info.Env(), 0));
+      o.Set("signal", info.Env().Null());
+      auto d = Napi::Promise::Deferred::New(info.Env());
+      d.Resolve(o);
+      return d.Promise();
+    }
+    reaped_ = true;
+    auto* w = new Reaper(info.Env(), pid_);
     Napi::Promise p = w->Promise();
     w->Queue();
     return p;
   }
 
-  std::shared_ptr<Conn> conn_;
+  std::unique_ptr<Channel> chan_;
+  pid_t pid_ = 0;
+  bool reaped_ = false;
 };
 
 // ---- module functions ----

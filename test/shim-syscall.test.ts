@@ -177,6 +177,23 @@ describe("seccomp", () => {
     expectClean(await tg.report());
   });
 
+  it("under the kernel's own memory-deny-write-execute (PR_SET_MDWE) too", async () => {
+    const tg = await target(["--kernel-mdwe", "--sleepers", "1"]);
+    const t = tracer();
+    await t.attach(tg.pid);
+    const a = await t.mmap(tg.pid, { length: 4096, prot: PROT.READ | PROT.EXEC, flags: ANON });
+    await t.writeText(a, Uint8Array.of(0xb8, 2, 0, 0, 0, 0xc3));
+    expect([...(await t.read(a, 6))]).toEqual([0xb8, 2, 0, 0, 0, 0xc3]);
+    expect(mapped(tg.pid, a)?.perms).toBe("r-xp");
+    // what the kernel refuses is reported with the remote errno
+    const b = await t.mmap(tg.pid, { length: 4096, prot: PROT.READ, flags: ANON });
+    const e = await rejects(t.mprotect(tg.pid, b, 4096, PROT.READ | PROT.EXEC));
+    expect(e.code).toBe("EACCES");
+    expect(e.message).toMatch(/^mprotect: remote mprotect\(0x[0-9a-f]+, 4096, PROT_READ\|PROT_EXEC\) in tid \d+ failed: EACCES$/);
+    await t.detach();
+    expectClean(await tg.report());
+  });
+
   it("a call that would kill the process is not attempted", async () => {
     const tg = await target(["--seccomp", "kill-memfd"]);
     const t = tracer();
