@@ -2,8 +2,9 @@
 //
 // The addon is flat and syscall-shaped: it checks its arguments (TypeError,
 // RangeError, thrown synchronously), sends each Tracer request to the tracer
-// process (shim/tracer.c) from a libuv pool thread, and resolves with the decoded
-// reply. Every rejection is a NativeError. Addresses are bigint; lengths and
+// process (shim/tracer.c) over a socket driven by the event loop (never blocking
+// the JavaScript thread), one request at a time in call order, and resolves with
+// the decoded reply. Every rejection is a NativeError. Addresses are bigint; lengths and
 // times that fit in 2^53 are numbers. Register files are 27 u64 in the order of
 // struct user_regs_struct (x86-64, <sys/user.h>): see REG_NAMES in ./regs.ts.
 //
