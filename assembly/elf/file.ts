@@ -397,6 +397,12 @@ export class ElfFile {
     return -1;
   }
 
+  /** Input offset of a segment's file bytes (an image: found by address), or -1 when they are not in the input. */
+  segmentOffset(s: Segment): i64 {
+    if (this.isImage) return this.addrToOffset(s.vaddr, s.filesz);
+    return this.bytes.inRange(s.offset, s.filesz) ? <i64>s.offset : -1;
+  }
+
   /** The runtime/link-time address of an input offset (image: absolute; file: via PT_LOAD), or 0 if none. */
   offsetToAddr(off: u64): u64 {
     if (this.isImage) return this.base + off;
@@ -795,7 +801,7 @@ export class ElfFile {
     for (let i = 0; i < segs.length; i++) {
       const s = segs[i];
       if (s.type != D.PT_DYNAMIC) continue;
-      const off = this.isImage ? this.addrToOffset(s.vaddr, s.filesz) : (this.bytes.inRange(s.offset, s.filesz) ? <i64>s.offset : -1);
+      const off = this.segmentOffset(s);
       if (off < 0) return fail(Err.ELF_BAD_DYNAMIC, "PT_DYNAMIC: " + hex(s.filesz) + " bytes at " + hex(this.isImage ? s.vaddr : s.offset) + " are not in the input");
       this.dynamicOffset = off;
       // The array ends at DT_NULL or at the end of the segment, whichever comes first.
@@ -972,7 +978,7 @@ export class ElfFile {
     for (let i = 0; i < segs.length; i++) {
       const s = segs[i];
       if (s.type != D.PT_NOTE) continue;
-      const off = this.isImage ? this.addrToOffset(s.vaddr, s.filesz) : (this.bytes.inRange(s.offset, s.filesz) ? <i64>s.offset : -1);
+      const off = this.segmentOffset(s);
       if (off < 0) return fail(Err.ELF_BAD_NOTE, "program header " + i.toString() + ": PT_NOTE is not in the input");
       const r = this.scanNotes(<u64>off, s.filesz, s.align, "program header " + i.toString());
       if (r != 0 || this.buildId >= 0) return r;
