@@ -86,3 +86,76 @@ export interface PatchPlan {
   /** relocates the package for the region at `base` and encodes the header */
   layout(base: bigint): PatchImage;
 }
+
+// ---- The library entry points (src/apply/index.ts, built on the parts above) ----
+//
+//   applyPatch(pid: number, pkg: ReadPackage, opts: ApplyOptions): Promise<ApplyReport>
+//   revertPatch(pid: number, which: string | "all", opts: RevertOptions): Promise<RevertReport>
+//   readStatus(pid: number, opts?: { core?: Core }): Promise<StatusReport>
+//
+// Each throws ApplyError (errors.ts) on a refusal or failure, after undoing its own steps.
+
+export type Consistency = "function" | "entry";
+
+export interface ApplyOptions {
+  /** "function" (default): no thread inside a replaced function; "entry": only no pc in an entry window */
+  consistency?: Consistency;
+  /** how long to wait and retry for threads to leave (default 5000) */
+  timeoutMs?: number;
+  /** the Wasm core; default: nodeCore() */
+  core?: import("../core/instance.js").Core;
+  /** progress for a terminal display: "resolve", "map", "write", "stop", "wait", "done" */
+  onPhase?: (phase: string) => void;
+}
+
+export type RevertOptions = Omit<ApplyOptions, "consistency">;
+
+export interface AppliedFunction {
+  name: string;
+  site: bigint;
+  newAddr: bigint;
+  newSize: bigint;
+  /** the patch whose version this one superseded at the site, when stacking */
+  previous?: string;
+}
+
+export interface ApplyReport {
+  pid: number;
+  patchId: string;
+  hash: string;
+  module: { path: string; buildId: string; bias: bigint };
+  region: { base: bigint; size: bigint; name: string; memfd: boolean };
+  functions: AppliedFunction[];
+  consistency: Consistency;
+  /** the target's pause(s), measured in the tracer: the successful stop, and the sum over all attempts */
+  pauseNs: number;
+  pauseTotalNs: number;
+  attempts: number;
+  /** waiting for threads to leave replaced functions */
+  waitedNs: number;
+  /** the whole operation, patchc's side */
+  totalNs: number;
+}
+
+export interface RevertReport {
+  pid: number;
+  reverted: Array<{ patchId: string; functions: string[]; freed: boolean /* false: kept and marked retired (a frame may still be in it) */ }>;
+  pauseNs: number;
+  totalNs: number;
+}
+
+export interface StatusPatch {
+  patchId: string;
+  hash: string;
+  state: "active" | "retired";
+  module: { path: string; buildId: string };
+  region: { base: bigint; size: bigint };
+  appliedAt: Date;
+  functions: Array<{ name: string; site: bigint; newAddr: bigint; previous?: string; /** this patch's jump is what the site holds now */ current: boolean }>;
+}
+
+export interface StatusReport {
+  pid: number;
+  /** in the order applied */
+  patches: StatusPatch[];
+}
