@@ -2,6 +2,7 @@
 // source and fix are, how it is built, and the configuration that tells the original
 // from the fixed version over HTTP.
 import { execFileSync } from "node:child_process";
+import { rmSync } from "node:fs";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -67,4 +68,56 @@ http {
   }
 }
 `;
+}
+
+/** The fixed build's package and the two binaries (nginxFixPackage). */
+export interface NginxFix {
+  /** the original build's binary: what runs, what the package is for */
+  target: string;
+  /** the fixed build's binary, for reference */
+  patchedBinary: string;
+  /** the package made by `patchc build --source` from the Debian fix */
+  packageFile: string;
+  /** what `patchc build` printed (stderr) */
+  log: string;
+}
+
+/**
+ * Runs the real `patchc build --source` over the original tree and the Debian fix,
+ * with the build of test/real-nginx.test.ts (same command, flags and build directory,
+ * so the same cache entry of the original build), keeping the build's outputs in
+ * `dir`/build and writing the package `dir`/cve-2026-42945.patch. The scratch build
+ * directory is one per machine: while another test builds in it, this one waits.
+ */
+export async function nginxFixPackage(dir: string, log: (line: string) => void = () => {}): Promise<NginxFix> {
+  const { main } = await import("../../src/cli/main.js");
+  const { tree, fix, cache } = realNginx();
+  const keep = path.join(dir, "build");
+  const packageFile = path.join(dir, "cve-2026-42945.patch");
+  const deadline = Date.now() + 30 * 60_000;
+  for (;;) {
+    let err = "";
+    const code = await main(
+      ["build", "--source", tree, "--diff", fix, "--build-cmd", NGINX_BUILD_COMMAND, "--debian", "--binary", NGINX_BINARY, "--cache", path.join(cache, "builds"), "--keep", keep, "--id", "cve-2026-42945", "-o", packageFile],
+      { out: () => {}, err: (t) => void ((err += t), log(t.trimEnd())), isTTY: false },
+    );
+    if (code === 0) return { target: path.join(keep, "target", "nginx"), patchedBinary: path.join(keep, "patched-binary", "nginx"), packageFile, log: err };
+    if (!/is in use by patchc process \d+/.test(err) || Date.now() > deadline) throw new Error(`patchc build --source (nginx) failed with exit code ${code}:\n${err}`);
+    // The other build holds the scratch directory: wait for it, with an empty output.
+    rmSync(keep, { recursive: true, force: true });
+    await new Promise((r) => setTimeout(r, 5000));
+  }
+}
+
+/**
+ * The reproducer's server (reproducerConfig) as it runs in production: a master process
+ * and `workers` worker processes, keep-alive connections kept for as many requests as a
+ * load generator sends.
+ */
+export function masterWorkersConfig(port: number, prefix: string, workers: number): string {
+  return reproducerConfig(port, prefix)
+    .replace("master_process off;", "master_process on;")
+    .replace("worker_processes 1;", `worker_processes ${workers};`)
+    .replace("events { worker_connections 256; }", "events { worker_connections 1024; }")
+    .replace("  access_log off;\n", "  access_log off;\n  keepalive_requests 10000000;\n  keepalive_timeout 300s;\n");
 }
