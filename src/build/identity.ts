@@ -21,8 +21,35 @@
 //   mov  x@GOTTPOFF(%rip), %r     8b /r        ->  mov $tpoff(x), %r     c7 /0   (IE -> LE)
 //   add  x@GOTTPOFF(%rip), %r     03 /r        ->  add $tpoff(x), %r     81 /0   (IE -> LE)
 //
-// General- and local-dynamic TLS accesses in an executable are rewritten into other
-// instruction sequences (GD/LD -> IE/LE); they are refused with that reason for now.
+// General- and local-dynamic TLS accesses in an executable (PIE or not) are rewritten
+// into other instruction sequences (x86-64 psABI, "Thread-Local Storage" relaxations;
+// Drepper, "ELF Handling For Thread-Local Storage", 5.5; bfd's elf_x86_64_relocate_section
+// and lld write the same bytes). `roff` is the offset of the TLSGD/TLSLD field:
+//
+//   GD, the object (16 bytes from roff-4; the call's PLT32/GOTPCRELX at roff+8):
+//     66 48 8d 3d <x@tlsgd>          data16 lea x@tlsgd(%rip),%rdi
+//     66 66 48 e8 <__tls_get_addr>   data16 data16 rex64 call __tls_get_addr@PLT
+//   or, -fno-plt:
+//     66 48 ff 15 <__tls_get_addr>   data16 rex64 call *__tls_get_addr@GOTPCREL(%rip)
+//   GD -> LE (x defined in the executable):
+//     64 48 8b 04 25 00 00 00 00     mov %fs:0,%rax
+//     48 8d 80 <tpoff(x)>            lea x@tpoff(%rax),%rax
+//   GD -> IE (x in a shared library):
+//     64 48 8b 04 25 00 00 00 00     mov %fs:0,%rax
+//     48 03 05 <GOT slot - P>        add x@gottpoff(%rip),%rax      (slot: TPOFF64 of x)
+//
+//   LD, the object (12 bytes from roff-3; the call's PLT32 at roff+5, or 13 bytes with
+//   -fno-plt and its GOTPCRELX at roff+6):
+//     48 8d 3d <x@tlsld>             lea x@tlsld(%rip),%rdi
+//     e8 <__tls_get_addr>            call __tls_get_addr@PLT
+//     ff 15 <__tls_get_addr>         call *__tls_get_addr@GOTPCREL(%rip)     (-fno-plt)
+//   LD -> LE, padded with prefixes to the length of the original sequence:
+//     66 66 66 64 48 8b 04 25 00 00 00 00        data16 x3 mov %fs:0,%rax   (12 bytes)
+//     66 66 66 66 64 48 8b 04 25 00 00 00 00     data16 x4 mov %fs:0,%rax   (13 bytes)
+//   and every x@dtpoff (DTPOFF32) in the executable's code then holds tpoff(x).
+//
+// The call to __tls_get_addr is gone after the rewrite: its relocation is consumed by
+// the sequence. The large-model forms (movabs ... __tls_get_addr@PLTOFF) are refused.
 import { createHash } from "node:crypto";
 import type { ElfRela, ElfSymbol } from "../core/elf.js";
 import { relocName } from "../format/defs.js";
@@ -52,8 +79,34 @@ const R_X86_64_DTPMOD64 = 16;
 const R_X86_64_TPOFF64 = 18;
 const R_X86_64_RELATIVE = 8;
 
+// The relaxed TLS sequences (see the top of the file).
+const MOV_FS0_RAX = [0x64, 0x48, 0x8b, 0x04, 0x25, 0, 0, 0, 0]; // mov %fs:0,%rax
+const GD_LEA = [0x66, 0x48, 0x8d, 0x3d]; //                        data16 lea x@tlsgd(%rip),%rdi
+const GD_CALL_PLT = [0x66, 0x66, 0x48, 0xe8]; //                   data16 data16 rex64 call rel32
+const GD_CALL_GOT = [0x66, 0x48, 0xff, 0x15]; //                   data16 rex64 call *rel32(%rip)
+const LE_LEA = [0x48, 0x8d, 0x80]; //                              lea disp32(%rax),%rax
+const IE_ADD = [0x48, 0x03, 0x05]; //                              add disp32(%rip),%rax
+const LD_LEA = [0x48, 0x8d, 0x3d]; //                              lea x@tlsld(%rip),%rdi
+const LD_LE_12 = [0x66, 0x66, 0x66, ...MOV_FS0_RAX]; //            data16 x3 mov %fs:0,%rax
+const LD_LE_13 = [0x66, 0x66, 0x66, 0x66, ...MOV_FS0_RAX]; //      data16 x4 mov %fs:0,%rax
+
+function bytesAre(b: Uint8Array, at: number, want: number[]): boolean {
+  if (at < 0 || at + want.length > b.length) return false;
+  for (let i = 0; i < want.length; i++) if (b[at + i] !== want[i]) return false;
+  return true;
+}
+
 /** A mismatch: where (offset in the function) and what. */
 class Mismatch extends Error {}
+
+/** The relocations of the function being proven, for sequences that span several (TLS relaxations). */
+interface Sequence {
+  relocs: ElfRela[];
+  /** Offset of the function in its section (`mine`/`theirs` start there). */
+  base: bigint;
+  /** Offsets (in the function) of relocations a sequence already checked. */
+  consumed: Set<number>;
+}
 
 export interface Proven {
   /** sha256 of the function's bytes in the target file. */
@@ -79,11 +132,14 @@ export function proveIdentity(target: TargetImage, obj: ObjectFile, fn: ElfSymbo
   if (!theirs) return refuse(`its ${n} bytes at 0x${addr.toString(16)} are not in ${target.file}`);
   const checker = new Checker(target, obj);
   const free = new Uint8Array(n); // 1: may differ (a relocation field, a relaxed opcode)
-  for (const r of obj.relocs(fn.shndx)) {
+  const relocs = obj.relocs(fn.shndx).filter((r) => r.offset >= fn.value && r.offset < fn.value + size);
+  relocs.sort((a, b) => (a.offset < b.offset ? -1 : a.offset > b.offset ? 1 : 0));
+  const ctx: Sequence = { relocs, base: fn.value, consumed: new Set() };
+  for (const r of relocs) {
     const off = Number(r.offset - fn.value);
-    if (off < 0 || off >= n) continue;
+    if (ctx.consumed.has(off)) continue; // part of a rewritten TLS sequence, checked with it
     try {
-      checker.relocation(r, mine, theirs, off, addr + BigInt(off), free);
+      checker.relocation(r, mine, theirs, off, addr + BigInt(off), free, ctx);
     } catch (e) {
       if (e instanceof Mismatch) refuse(`at +0x${off.toString(16)}: ${relocName(r.type)} to ${checker.describe(r)}: ${e.message}`);
       throw e;
@@ -120,7 +176,7 @@ class Checker {
   }
 
   /** Checks one relocation at `off` of `mine`/`theirs` (P = `place` in the target); marks what may differ in `free`. */
-  relocation(r: ElfRela, mine: Uint8Array, theirs: Uint8Array, off: number, place: bigint, free: Uint8Array): void {
+  relocation(r: ElfRela, mine: Uint8Array, theirs: Uint8Array, off: number, place: bigint, free: Uint8Array, seq?: Sequence): void {
     const s = this.obj.symbols[r.sym];
     const A = r.addend;
     const mark = (from: number, to: number) => {
@@ -213,15 +269,20 @@ class Checker {
         need(4);
         mark(off, off + 4);
         const v = this.tlsVariable(s, A);
-        if (i32(theirs, off) - A !== v.value) throw new Mismatch(`offset ${i32(theirs, off) - A} in the TLS block, not ${v.name}'s (${v.value})`);
+        // In an executable's code the linker resolves x@dtpoff to tpoff(x): the LD
+        // sequence before it became LE (bfd: "relocation = elf_x86_64_tpoff (...)").
+        // `seq` is given for the code of a function (not for data a function refers to).
+        const inExec = this.target.executable && seq !== undefined;
+        const want = inExec ? this.target.tpoff(v.value) : v.value;
+        if (want === undefined || i32(theirs, off) - A !== want) {
+          throw new Mismatch(`${inExec ? "thread-pointer offset" : "offset in the TLS block"} ${i32(theirs, off) - A}, not ${v.name}'s (${want})`);
+        }
         return;
       }
       case R.TLSGD:
       case R.TLSLD: {
-        if (this.target.type === "exec") {
-          throw new Mismatch("a general- or local-dynamic TLS access, which the linker rewrites in an executable (TLS relaxation): not verified by the proof yet");
-        }
         need(4);
+        if (this.relaxedTls(r, s, mine, theirs, off, place, free, seq)) return;
         mark(off, off + 4);
         const slot = i32(theirs, off) + place - A;
         if (!this.target.slotAt(slot, R_X86_64_DTPMOD64)) throw new Mismatch(`no DTPMOD64 slot at ${hexa(slot)}`);
@@ -230,6 +291,68 @@ class Checker {
       default:
         throw new Mismatch(`${relocName(r.type)} is not a relocation type the proof verifies`);
     }
+  }
+
+  /**
+   * A general- or local-dynamic sequence the linker rewrote (the byte tables at the top of
+   * the file): checks the new form, the thread-pointer offset or the GOT slot, and consumes
+   * the relocation of the __tls_get_addr call. False when the target kept the sequence.
+   */
+  private relaxedTls(r: ElfRela, s: ElfSymbol, mine: Uint8Array, theirs: Uint8Array, off: number, place: bigint, free: Uint8Array, seq?: Sequence): boolean {
+    const gd = r.type === R.TLSGD;
+    const start = off - (gd ? 4 : 3);
+    const rewritten = gd ? bytesAre(theirs, start, MOV_FS0_RAX) : bytesAre(theirs, start, LD_LE_12) || bytesAre(theirs, start, LD_LE_13);
+    if (!rewritten) return false;
+    const what = gd ? "general-dynamic" : "local-dynamic";
+    if (!seq) throw new Mismatch(`a ${what} TLS access outside code`);
+    // The object's sequence, and its call of __tls_get_addr.
+    let callAt: number;
+    let end: number;
+    if (gd) {
+      if (!bytesAre(mine, start, GD_LEA)) throw new Mismatch(`the object's ${what} sequence is not data16 lea x@tlsgd(%rip),%rdi`);
+      if (bytesAre(mine, off + 4, GD_CALL_PLT) || bytesAre(mine, off + 4, GD_CALL_GOT)) callAt = off + 8;
+      else throw new Mismatch(`the object's ${what} sequence does not call __tls_get_addr as the psABI's relaxable form does`);
+      end = off + 12;
+    } else {
+      if (!bytesAre(mine, start, LD_LEA)) throw new Mismatch(`the object's ${what} sequence is not lea x@tlsld(%rip),%rdi`);
+      if (mine[off + 4] === 0xe8) callAt = off + 5;
+      else if (mine[off + 4] === 0xff && mine[off + 5] === 0x15) callAt = off + 6;
+      else throw new Mismatch(`the object's ${what} sequence does not call __tls_get_addr as the psABI's relaxable form does`);
+      end = callAt + 4;
+    }
+    const call = seq.relocs.find((x) => x.offset === seq.base + BigInt(callAt));
+    const callee = call ? this.obj.symbols[call.sym] : undefined;
+    if (!call || !callee || callee.name !== "__tls_get_addr" || ![R.PLT32, R.PC32, R.GOTPCREL, R.GOTPCRELX, R.REX_GOTPCRELX].includes(call.type as never)) {
+      throw new Mismatch(`the object's ${what} sequence has no relocation for its call of __tls_get_addr at +0x${callAt.toString(16)}`);
+    }
+    if (end > theirs.length) throw new Mismatch("the sequence runs past the end of the function");
+    seq.consumed.add(callAt);
+    for (let i = start; i < end; i++) free[i] = 1;
+    if (!gd) {
+      // LD -> LE: one padded mov %fs:0,%rax of the sequence's length.
+      const want = end - start === 13 ? LD_LE_13 : LD_LE_12;
+      if (!bytesAre(theirs, start, want)) throw new Mismatch(`the linker rewrote the ${what} sequence into other bytes than the psABI's LD -> LE form`);
+      return true;
+    }
+    const field = i32(theirs, off + 8);
+    if (bytesAre(theirs, off + 5, LE_LEA)) {
+      // GD -> LE: the variable is the executable's; the field is its thread-pointer offset.
+      const v = this.tlsVariable(s, r.addend + 4n);
+      const want = this.target.tpoff(v.value);
+      if (want === undefined || field !== want) throw new Mismatch(`GD -> LE: the thread-pointer offset ${field} is not ${v.name}'s (${want})`);
+      return true;
+    }
+    if (bytesAre(theirs, off + 5, IE_ADD)) {
+      // GD -> IE: add x@gottpoff(%rip),%rax; the slot (field + end of the add) holds tpoff(x).
+      const slot = field + place + 12n;
+      if (s.shndx === SHN_UNDEF) {
+        if (this.target.slots(s.name).some((x) => x.address === slot && x.type === R_X86_64_TPOFF64)) return true;
+        throw new Mismatch(`GD -> IE: the GOT slot at ${hexa(slot)} is not the TPOFF64 slot of ${s.name}`);
+      }
+      this.tpoffSlot(this.tlsVariable(s, r.addend + 4n), slot);
+      return true;
+    }
+    throw new Mismatch(`the linker rewrote the ${what} sequence (mov %fs:0,%rax; then 0x${hex2(theirs[off + 5])} 0x${hex2(theirs[off + 6])}) in a way the proof does not know`);
   }
 
   /** The TLS variable a TLS relocation names, in the target. */

@@ -15,6 +15,9 @@
 // - x86-64 TLS is variant II: the thread pointer points past the executable's TLS
 //   block, so a variable of the executable is at tpoff = st_value - round_up(PT_TLS
 //   p_memsz, p_align) (Drepper, "ELF Handling For Thread-Local Storage", 3.4.6).
+// - An executable is ET_EXEC, or a PIE: ET_DYN with DF_1_PIE in DT_FLAGS_1 (ld since
+//   binutils 2.35), or older, with a PT_INTERP and no DT_SONAME. The linker relaxes TLS
+//   accesses only in executables (identity.ts).
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { ElfReader, SymbolTableKind, type ElfSection, type ElfSymbol } from "../core/elf.js";
@@ -26,6 +29,10 @@ import { BuildError } from "./errors.js";
 const ET_EXEC = 2;
 const ET_DYN = 3;
 const PT_TLS = 7;
+const PT_INTERP = 3;
+const DT_SONAME = 14n;
+const DT_FLAGS_1 = 0x6ffffffbn;
+const DF_1_PIE = 0x08000000n;
 export const STT_OBJECT = 1;
 export const STT_FUNC = 2;
 export const STT_SECTION = 3;
@@ -48,6 +55,8 @@ export class TargetImage {
   readonly buildId: string;
   readonly type: "exec" | "dyn";
   readonly soname?: string;
+  /** An executable (PIE or not), not a shared library: TLS accesses may be relaxed to LE. */
+  readonly executable: boolean;
   /** Where the symbols came from: the binary, or its debug file. */
   readonly symbolSource: string;
   private readonly symElf: ElfReader;
@@ -81,6 +90,10 @@ export class TargetImage {
       this.buildId = this.elf.info.buildId;
       this.soname = this.elf.info.hasDynamic ? this.elf.soname() : undefined;
       this.sections = this.elf.sections();
+      const dyn = this.elf.info.hasDynamic ? this.elf.dynamic() : [];
+      const flags1 = dyn.find((d) => d.tag === DT_FLAGS_1)?.val ?? 0n;
+      this.executable =
+        this.type === "exec" || (flags1 & DF_1_PIE) !== 0n || (this.elf.segments().some((s) => s.type === PT_INTERP) && !dyn.some((d) => d.tag === DT_SONAME));
       if (this.elf.info.hasSymtab) {
         this.symElf = this.elf;
         this.symbolSource = file;
