@@ -1,0 +1,465 @@
+// The stack check of apply (src/apply/safety.ts) on real processes: a fixture built
+// with gcc -O2 -fomit-frame-pointer whose threads park at known depths inside a
+// function f (called through g and h), spin in it, recurse in it, spin at the first
+// bytes of a tiny asm function, or run a signal handler on a sigaltstack that
+// interrupted f. The fixture reports, from f's outermost frame, its return address
+// (__builtin_return_address(0)) and its CFA (__builtin_dwarf_cfa()): what the check
+// must give as the place to wait. Every process is stopped with the shim's Tracer,
+// resumed, detached and killed in a finally.
+import { spawn, type ChildProcess } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { afterAll, describe, expect, it } from "vitest";
+import { nodeCore } from "../src/node/core-file.js";
+import { parseMaps } from "../src/apply/maps.js";
+import { ProcessUnwind, SAFETY_STACK_WINDOW, type SafetyVerdict } from "../src/apply/safety.js";
+import type { Range } from "../src/apply/contract.js";
+import { Tracer } from "../src/shim/index.js";
+import { Scratch, run } from "./helpers/gcc.js";
+
+const FIXTURE = String.raw`
+#define _GNU_SOURCE
+#include <linux/futex.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+enum { F, SPIN, SIGNAL, WINDOW, OTHER };
+enum { SLEEP, READ, FUTEX };
+
+struct job {
+  int mode, depth, park;
+  volatile int in_f;
+  void *ra, *cfa;
+  pthread_t th;
+};
+
+static int pipefd[2];
+static int futex_word;
+static volatile int forever = 1;
+static __thread struct job *cur;
+static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static const char *names[] = {"f", "spin", "signal", "window", "other"};
+
+static void say(struct job *j) {
+  char buf[160];
+  int n = snprintf(buf, sizeof buf, "thread %s %ld %d %p %p\n", names[j->mode], (long)syscall(SYS_gettid), j->depth, j->ra, j->cfa);
+  pthread_mutex_lock(&out_lock);
+  if (write(1, buf, n) != n) abort();
+  pthread_mutex_unlock(&out_lock);
+}
+
+__attribute__((noipa)) void park(int how) {
+  while (forever) {
+    if (how == SLEEP) { struct timespec ts = {3600, 0}; nanosleep(&ts, NULL); }
+    else if (how == READ) { char c; if (read(pipefd[0], &c, 1) < 0) abort(); }
+    else syscall(SYS_futex, &futex_word, FUTEX_WAIT_PRIVATE, 0, NULL, NULL, 0);
+  }
+}
+
+__attribute__((noipa)) int f(struct job *j, int level) {
+  if (level == 0) { j->ra = __builtin_return_address(0); j->cfa = __builtin_dwarf_cfa(); }
+  if (level < j->depth) {
+    int r = f(j, level + 1);
+    __asm__ volatile("" ::: "memory");
+    return r + level;
+  }
+  if (j->mode != SIGNAL) say(j);
+  if (j->mode == F) park(j->park);
+  j->in_f = 1;
+  while (forever) __asm__ volatile("" ::: "memory");
+  return level;
+}
+
+__attribute__((noipa)) int h(struct job *j) { int r = f(j, 0); __asm__ volatile("" ::: "memory"); return r + 1; }
+__attribute__((noipa)) int g(struct job *j) { int r = h(j); __asm__ volatile("" ::: "memory"); return r + 2; }
+__attribute__((noipa)) int other(struct job *j) { say(j); park(j->park); return 1; }
+
+/* Loops on its own first bytes: the pc is always strictly inside [spin_entry, spin_entry + 5). */
+void spin_entry(void);
+__asm__(".text\n.globl spin_entry\n.type spin_entry,@function\nspin_entry:\n.cfi_startproc\n"
+        "nop\n1: pause\njmp 1b\n.cfi_endproc\n.size spin_entry, .-spin_entry\n");
+
+static void on_usr1(int sig) {
+  (void)sig;
+  stack_t ss;
+  sigaltstack(NULL, &ss);
+  if (!(ss.ss_flags & SS_ONSTACK)) abort();
+  say(cur);
+  park(SLEEP);
+}
+
+static void *thread_main(void *p) {
+  struct job *j = cur = p;
+  if (j->mode == SIGNAL) {
+    stack_t ss = { .ss_sp = mmap(NULL, 65536, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), .ss_size = 65536 };
+    if (ss.ss_sp == MAP_FAILED || sigaltstack(&ss, NULL)) abort();
+  }
+  if (j->mode == OTHER) other(j);
+  else if (j->mode == WINDOW) { say(j); spin_entry(); }
+  else g(j);
+  return NULL;
+}
+
+int main(int argc, char **argv) {
+  if (pipe(pipefd)) abort();
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_usr1;
+  sa.sa_flags = SA_ONSTACK;
+  if (sigaction(SIGUSR1, &sa, NULL)) abort();
+  printf("sym f %p\nsym g %p\nsym h %p\nsym spin_entry %p\nsym park %p\n", (void *)f, (void *)g, (void *)h, (void *)spin_entry, (void *)park);
+  fflush(stdout);
+  int n = argc - 1;
+  struct job *jobs = calloc(n, sizeof *jobs);
+  for (int i = 0; i < n; i++) {
+    char mode[16], park[16] = "sleep";
+    int depth = 0;
+    if (sscanf(argv[i + 1], "%15[a-z]:%d:%15[a-z]", mode, &depth, park) < 1) abort();
+    for (int k = 0; k < 5; k++) if (!strcmp(mode, names[k])) jobs[i].mode = k;
+    jobs[i].depth = depth;
+    jobs[i].park = !strcmp(park, "read") ? READ : !strcmp(park, "futex") ? FUTEX : SLEEP;
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setstacksize(&at, 256 * 1024);
+    if (pthread_create(&jobs[i].th, &at, thread_main, &jobs[i])) abort();
+  }
+  for (int i = 0; i < n; i++)
+    if (jobs[i].mode == SIGNAL) {
+      while (!jobs[i].in_f) usleep(100);
+      pthread_kill(jobs[i].th, SIGUSR1);
+    }
+  char buf[32];
+  int len = snprintf(buf, sizeof buf, "ready %d\n", n);
+  if (write(1, buf, len) != len) abort();
+  for (;;) pause();
+}
+`;
+
+const scratch = new Scratch();
+afterAll(() => scratch.remove());
+const built = new Map<string, string>();
+function build(name: string, flags: string[]): string {
+  const key = flags.join(" ");
+  let exe = built.get(key);
+  if (!exe) {
+    exe = scratch.gcc(FIXTURE, name, ["-O2", "-fomit-frame-pointer", "-pthread", "-Wall", ...flags]);
+    built.set(key, exe);
+  }
+  return exe;
+}
+
+interface ThreadLine { mode: string; tid: number; depth: number; ra: bigint; cfa: bigint }
+interface Fixture {
+  pid: number;
+  exe: string;
+  proc: ChildProcess;
+  threads: ThreadLine[];
+  sym: Record<string, bigint>;
+  /** [start, start + st_size) of a function, from nm -S and the runtime address the fixture printed */
+  range(name: string): Range;
+}
+
+const SYSCALL = { sleep: 230 /* clock_nanosleep */, read: 0, futex: 202 } as const;
+
+async function startFixture(jobs: string[], flags: string[] = []): Promise<Fixture> {
+  const exe = build(flags.length ? "safety-nocfi" : "safety", flags);
+  const proc = spawn(exe, jobs, { stdio: ["ignore", "pipe", "inherit"] });
+  const lines: string[] = [];
+  let buf = "";
+  proc.stdout!.setEncoding("utf8");
+  proc.stdout!.on("data", (d: string) => {
+    buf += d;
+    let i;
+    while ((i = buf.indexOf("\n")) >= 0) {
+      lines.push(buf.slice(0, i));
+      buf = buf.slice(i + 1);
+    }
+  });
+  const fx: Fixture = {
+    pid: proc.pid!,
+    exe,
+    proc,
+    threads: [],
+    sym: {},
+    range(name) {
+      const nm = run("nm", ["-S", "--defined-only", exe]);
+      const m = new RegExp(`^([0-9a-f]+) ([0-9a-f]+) [tT] ${name}$`, "m").exec(nm);
+      if (!m) throw new Error(`nm: no ${name}`);
+      const lo = this.sym[name];
+      return { lo, hi: lo + BigInt("0x" + m[2]), name };
+    },
+  };
+  try {
+    const deadline = Date.now() + 20_000;
+    while (!lines.some((l) => l.startsWith("ready ")) || lines.filter((l) => l.startsWith("thread ")).length < jobs.length) {
+      if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`fixture exited (${proc.exitCode ?? proc.signalCode})`);
+      if (Date.now() > deadline) throw new Error("fixture not ready within 20 s");
+      await sleep(5);
+    }
+    for (const l of lines) {
+      let m;
+      if ((m = /^sym (\S+) 0x([0-9a-f]+)$/.exec(l))) fx.sym[m[1]] = BigInt("0x" + m[2]);
+      else if ((m = /^thread (\S+) (\d+) (\d+) (\S+) (\S+)$/.exec(l)))
+        fx.threads.push({ mode: m[1], tid: Number(m[2]), depth: Number(m[3]), ra: ptr(m[4]), cfa: ptr(m[5]) });
+    }
+    expect(fx.threads.length).toBe(jobs.length);
+    // Parked threads: wait until each is inside its blocking syscall.
+    for (const t of fx.threads) {
+      if (t.mode === "spin" || t.mode === "window") continue;
+      const want: number[] = t.mode === "signal" ? [SYSCALL.sleep] : Object.values(SYSCALL);
+      await until(() => want.includes(syscallOf(fx.pid, t.tid)), `thread ${t.tid} (${t.mode}) parked`);
+    }
+    await sleep(30); // spinning threads: past the report, into their loops
+    return fx;
+  } catch (e) {
+    proc.kill("SIGKILL");
+    throw e;
+  }
+}
+
+function ptr(s: string): bigint {
+  return s === "(nil)" ? 0n : BigInt(s);
+}
+
+function syscallOf(pid: number, tid: number): number {
+  try {
+    const s = readFileSync(`/proc/${pid}/task/${tid}/syscall`, "utf8").trim();
+    return /^-?\d+/.test(s) ? Number(s.split(" ")[0]) : -2;
+  } catch {
+    return -2;
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+async function until(cond: () => boolean, what: string, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out: ${what}`);
+    await sleep(2);
+  }
+}
+
+const core = nodeCore();
+
+/** prepare (before the stop), attach, stop, check, resume, detach, kill: always. */
+async function checkFixture(fx: Fixture, forbidden: Range[], windows: Range[], window = SAFETY_STACK_WINDOW): Promise<SafetyVerdict> {
+  const maps = parseMaps(readFileSync(`/proc/${fx.pid}/maps`, "utf8"), "maps");
+  const pu = ProcessUnwind.prepare(core, { pid: fx.pid, maps });
+  const tracer = Tracer.open({ core });
+  try {
+    await tracer.attach(fx.pid);
+    const world = await tracer.stopWorld({ window });
+    try {
+      return await pu.check(tracer, world, forbidden, windows);
+    } finally {
+      await tracer.resumeAll();
+    }
+  } finally {
+    pu.close();
+    await tracer.detach().catch(() => undefined);
+    await tracer.close();
+  }
+}
+
+const fixtures: Fixture[] = [];
+async function fixture(jobs: string[], flags: string[] = []): Promise<Fixture> {
+  const fx = await startFixture(jobs, flags);
+  fixtures.push(fx);
+  return fx;
+}
+afterAll(() => {
+  for (const fx of fixtures) fx.proc.kill("SIGKILL");
+});
+async function done(fx: Fixture): Promise<void> {
+  fx.proc.kill("SIGKILL");
+  if (fx.proc.exitCode === null && fx.proc.signalCode === null) await new Promise((r) => fx.proc.once("exit", r));
+}
+
+const hex = (v: bigint) => "0x" + v.toString(16);
+const byTid = (v: SafetyVerdict) => new Map(v.blockers.map((b) => [`${b.tid} ${b.kind}`, b]));
+
+describe("ProcessUnwind on a stopped process", () => {
+  it("threads parked in read, nanosleep and futex inside f (through g and h): blocked on f's outermost frame; others clear", async () => {
+    const fx = await fixture(["f:0:sleep", "f:3:read", "f:1:futex", "other:0:sleep", "other:0:read", "f:7:sleep"]);
+    try {
+      const f = fx.range("f");
+      const v = await checkFixture(fx, [f], []);
+      expect(v.safe).toBe(false);
+      const inF = fx.threads.filter((t) => t.mode === "f");
+      const got = byTid(v);
+      expect(v.blockers.length).toBe(inF.length);
+      for (const t of inF) {
+        const b = got.get(`${t.tid} inside`);
+        expect(b, `thread ${t.tid}`).toBeDefined();
+        expect(b!.how).toBe("precise");
+        expect(b!.range).toEqual(f);
+        // where f's outermost frame (called by h) returns to, and its CFA: as f itself saw them
+        expect(hex(b!.returnAddr)).toBe(hex(t.ra));
+        expect(hex(b!.returnSp)).toBe(hex(t.cfa));
+        expect(b!.returnAddr >= fx.range("h").lo && b!.returnAddr < fx.range("h").hi).toBe(true);
+        // the outermost f frame is a return address into f (f's recursive call, or its call of park)
+        expect(b!.pc - 1n >= f.lo && b!.pc - 1n < f.hi).toBe(true);
+        expect(b!.depth).toBeGreaterThanOrEqual(t.depth + 1);
+      }
+      expect(v.stats!.precise).toBe(fx.threads.length + 1); // and the main thread
+      expect(v.stats!.conservative).toBe(0);
+      // The same threads with f not forbidden: safe.
+      const g2 = await checkFixture(fx, [fx.range("spin_entry")], [{ lo: f.lo, hi: f.lo + 5n, name: "f" }]);
+      expect(g2).toMatchObject({ safe: true, blockers: [] });
+    } finally {
+      await done(fx);
+    }
+  });
+
+  it("a thread spinning in f, with and without recursion: frame depth = recursion depth", async () => {
+    const fx = await fixture(["spin:0", "spin:4", "other:0:futex"]);
+    try {
+      const f = fx.range("f");
+      const v = await checkFixture(fx, [f], []);
+      const got = byTid(v);
+      expect(v.blockers.length).toBe(2);
+      for (const t of fx.threads.filter((x) => x.mode === "spin")) {
+        const b = got.get(`${t.tid} inside`)!;
+        expect(b).toBeDefined();
+        expect(b.depth).toBe(t.depth);
+        expect(hex(b.returnAddr)).toBe(hex(t.ra));
+        expect(hex(b.returnSp)).toBe(hex(t.cfa));
+      }
+    } finally {
+      await done(fx);
+    }
+  });
+
+  it("a pc at the very first bytes of a function: a window blocker, at any depth of forbidden ranges", async () => {
+    const fx = await fixture(["window", "f:2:sleep", "other:0:sleep"]);
+    try {
+      const se = fx.range("spin_entry");
+      const f = fx.range("f");
+      const win: Range[] = [{ lo: se.lo, hi: se.lo + 5n, name: "spin_entry" }, { lo: f.lo, hi: f.lo + 5n, name: "f" }];
+      // entry consistency: windows only
+      const v = await checkFixture(fx, [], win);
+      const w = fx.threads.find((t) => t.mode === "window")!;
+      expect(v.safe).toBe(false);
+      expect(v.blockers.length).toBe(1);
+      const b = v.blockers[0];
+      expect(b).toMatchObject({ tid: w.tid, kind: "window", depth: 0, range: win[0], returnAddr: 0n });
+      expect(b.pc > se.lo && b.pc < se.lo + 5n).toBe(true);
+      // whole-function consistency: the window, and the thread in f
+      const v2 = await checkFixture(fx, [f], win);
+      expect(v2.blockers.map((x) => x.kind).sort()).toEqual(["inside", "window"]);
+      // a window that starts at the pc's instruction's end does not hold it
+      const v3 = await checkFixture(fx, [], [{ lo: se.lo + 5n, hi: se.hi + 5n, name: "after" }]);
+      expect(v3.safe).toBe(true);
+    } finally {
+      await done(fx);
+    }
+  });
+
+  it("a signal handler on a sigaltstack that interrupted f: blocked through the signal frame", async () => {
+    const fx = await fixture(["signal:2", "other:0:sleep"]);
+    try {
+      const f = fx.range("f");
+      const v = await checkFixture(fx, [f], [], 2048);
+      const t = fx.threads.find((x) => x.mode === "signal")!;
+      expect(v.blockers.length).toBe(1);
+      const b = v.blockers[0];
+      expect(b).toMatchObject({ tid: t.tid, kind: "inside", how: "precise" });
+      expect(hex(b.returnAddr)).toBe(hex(t.ra));
+      expect(hex(b.returnSp)).toBe(hex(t.cfa));
+      // the handler's frames are on the alternate stack: the f frames were found past the signal frame,
+      // on the thread's own stack (read as a second segment)
+      expect(v.stats!.reads).toBeGreaterThan(0);
+      // Without forbidden f, but with f's whole body as a "window": the interrupted pc (exact) is in it.
+      const v2 = await checkFixture(fx, [], [{ lo: f.lo, hi: f.hi, name: "f body" }]);
+      const w = v2.blockers.find((x) => x.tid === t.tid)!;
+      expect(w).toMatchObject({ kind: "window" });
+      expect(w.depth).toBeGreaterThan(2);
+      expect(w.pc > f.lo && w.pc < f.hi).toBe(true);
+    } finally {
+      await done(fx);
+    }
+  });
+
+  it("reads more stack when the window is short, in batched rounds", async () => {
+    const fx = await fixture(["f:12:sleep", "f:20:read", "spin:15", "other:0:sleep"]);
+    try {
+      const f = fx.range("f");
+      const big = await checkFixture(fx, [f], []);
+      const small = await checkFixture(fx, [f], [], 64);
+      expect(small.stats!.reads).toBeGreaterThan(0);
+      const key = (v: SafetyVerdict) => v.blockers.map((b) => `${b.tid} ${b.kind} ${hex(b.returnAddr)} ${hex(b.returnSp)} ${b.depth}`).sort();
+      expect(key(small)).toEqual(key(big));
+      expect(big.blockers.length).toBe(3);
+    } finally {
+      await done(fx);
+    }
+  });
+
+  it("100 threads: the 50 inside f blocked with their own return addresses, the 50 others clear", async () => {
+    const jobs: string[] = [];
+    for (let i = 0; i < 100; i++) jobs.push(i % 2 ? `other:0:${["sleep", "read", "futex"][i % 3]}` : `f:${i % 7}:${["sleep", "read", "futex"][i % 3]}`);
+    const fx = await fixture(jobs);
+    try {
+      const f = fx.range("f");
+      const v = await checkFixture(fx, [f], [{ lo: f.lo, hi: f.lo + 5n, name: "f" }]);
+      expect(v.stats!.threads).toBe(101);
+      expect(v.stats!.conservative).toBe(0);
+      const got = byTid(v);
+      const inF = fx.threads.filter((t) => t.mode === "f");
+      expect(inF.length).toBe(50);
+      expect(v.blockers.length).toBe(50);
+      for (const t of inF) {
+        const b = got.get(`${t.tid} inside`)!;
+        expect(b, `thread ${t.tid}`).toBeDefined();
+        expect(hex(b.returnAddr)).toBe(hex(t.ra));
+        expect(hex(b.returnSp)).toBe(hex(t.cfa));
+      }
+    } finally {
+      await done(fx);
+    }
+  });
+
+  it("without CFI for f (-fno-asynchronous-unwind-tables): the conservative scan still blocks, with no return address", async () => {
+    const fx = await fixture(["f:2:sleep", "other:0:sleep"], ["-fno-asynchronous-unwind-tables", "-fno-unwind-tables"]);
+    try {
+      const f = fx.range("f");
+      const v = await checkFixture(fx, [f], []);
+      const t = fx.threads.find((x) => x.mode === "f")!;
+      const b = v.blockers.find((x) => x.tid === t.tid);
+      expect(b).toMatchObject({ kind: "inside", returnAddr: 0n, returnSp: 0n, depth: -1 });
+      expect(b!.how).toMatch(/^conservative: /);
+      expect(v.blockers.length).toBe(1);
+      expect(v.stats!.conservative).toBeGreaterThan(0);
+    } finally {
+      await done(fx);
+    }
+  });
+
+  it("prepare registers the executable, libc, ld.so and the vDSO at their runtime addresses", async () => {
+    const fx = await fixture(["other:0:sleep"]);
+    try {
+      const maps = parseMaps(readFileSync(`/proc/${fx.pid}/maps`, "utf8"), "maps");
+      const pu = ProcessUnwind.prepare(core, { pid: fx.pid, maps });
+      try {
+        const names = pu.modules.filter((m) => m.id).map((m) => m.path.replace(/^.*\//, ""));
+        expect(names).toEqual(expect.arrayContaining(["safety", "[vdso]", expect.stringMatching(/^libc\.so/), expect.stringMatching(/^ld-linux/)]));
+        // the row of f at its runtime address comes from the executable's module
+        const row = pu.registry.row(fx.sym.f);
+        expect(row).not.toBeNull();
+        expect(row!.fdeBegin).toBe(fx.sym.f);
+        expect(pu.trampolines).toEqual([]); // glibc's __restore_rt has CFI
+      } finally {
+        pu.close();
+      }
+    } finally {
+      await done(fx);
+    }
+  });
+});
