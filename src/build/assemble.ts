@@ -19,6 +19,8 @@
 //   an undefined symbol                              the target's definition (module), else its
 //                                                    import: through its PLT entry (calls), its
 //                                                    GOT slot (GOT loads), or by name (dynamic)
+//   (--after) something the target lacks and the     a reference of scope patch to it
+//   earlier patch brought (earlier.ts)
 //
 // The .eh_frame of the package holds the CIEs and the FDEs of the carried code, with
 // their LSDA and personality relocations bound the same way.
@@ -26,6 +28,7 @@ import type { ElfRela, ElfSymbol } from "../core/elf.js";
 import type { DiffResult } from "../core/diff.js";
 import * as D from "../format/defs.js";
 import type { BindKind, Fde, PackageSymbol, PatchFunction, Piece, Reference, Relocation, Section } from "../format/model.js";
+import type { EarlierPatch } from "./earlier.js";
 import { BuildError } from "./errors.js";
 import { ObjectFile, SHF_EXECINSTR, SHF_TLS, SHN_ABS, SHN_COMMON, SHN_UNDEF, SHT_NOBITS, SHT_X86_64_UNWIND } from "./object-file.js";
 import { STB_LOCAL, STT_FILE, STT_FUNC, STT_GNU_IFUNC, STT_OBJECT, STT_SECTION, STT_TLS, type TargetImage, type TargetSymbol } from "./target.js";
@@ -74,7 +77,18 @@ export class Assembler {
   private ehSize = 0;
   private readonly fdeOf = new Map<number, Fde>(); // package section -> FDE
 
-  constructor(private readonly target: TargetImage) {}
+  constructor(
+    private readonly target: TargetImage,
+    /** Stacking: the earlier patch whose symbols this one may refer to. */
+    readonly earlier?: EarlierPatch,
+  ) {}
+
+  /** A reference of scope patch to `name`, when the earlier patch defines it. */
+  earlierReference(name: string, weak: boolean): number | undefined {
+    const s = this.earlier?.symbol(name);
+    if (!s) return undefined;
+    return this.reference({ name, bind: "direct", scope: "patch", patch: this.earlier!.id, type: s.type === "func" ? "func" : "object" }, weak);
+  }
 
   add(unit: Unit): void {
     new UnitAssembler(this, this.target, unit).run();
@@ -282,6 +296,7 @@ class UnitAssembler {
     if (flags & SHF_EXECINSTR) {
       const fn = s.type === STT_FUNC ? s : this.obj.functionAt(sec, this.offsetIn(s, r));
       if (!fn) return { carry: sec };
+      if (!this.unit.selfContained && !this.inTarget(fn) && this.pkg.earlier?.symbol(this.targetName(fn).name)) return {}; // the earlier patch's
       if (this.unit.selfContained || !this.inTarget(fn)) return { carry: sec, addFunction: fn };
       return {};
     }
@@ -290,6 +305,7 @@ class UnitAssembler {
     if (this.unit.selfContained) return { carry: sec };
     const status = this.dataStatus.get(object.index);
     if (status === "added") return { carry: sec };
+    if (!this.inTarget(object) && this.pkg.earlier?.symbol(this.targetName(object).name)) return {}; // the earlier patch's
     if (!this.inTarget(object)) {
       this.pkg.notes.push(`${this.obj.name}: ${object.name} is carried: the target has no copy of it (removed by the linker)`);
       return { carry: sec };
@@ -346,6 +362,10 @@ class UnitAssembler {
     const addend = s.type === STT_SECTION ? r.addend - thing.value : r.addend;
     const t = this.findInTarget(thing);
     const n = this.targetName(thing);
+    if (!t && model === undefined) {
+      const earlier = this.pkg.earlierReference(n.name, false);
+      if (earlier !== undefined) return { symbol: earlier, addend };
+    }
     if (!t) this.fail(`${n.name}${n.local ? ` (a static of ${n.file})` : ""} is not in the target ${this.target.file}`);
     if (thing.type === STT_TLS || model !== undefined) {
       if (t.sym.type !== STT_TLS) this.fail(`${n.name} is a TLS variable in the object but not in the target`);
@@ -367,6 +387,10 @@ class UnitAssembler {
       if (model !== undefined) this.fail(`${name} is reached by a TLS relocation but is not a TLS variable of the target`);
       const ref: Omit<Reference, "symbol"> = { name, bind: "direct", scope: "module", type: refType(t.sym.type), addr: t.sym.value };
       return this.pkg.reference(ref, weak);
+    }
+    if (model === undefined) {
+      const earlier = this.pkg.earlierReference(name, weak);
+      if (earlier !== undefined) return earlier;
     }
     const imp = this.target.imported(name);
     if (model !== undefined || imp?.type === STT_TLS) {

@@ -15,6 +15,7 @@ import type { Core } from "../core/instance.js";
 import type { PatchPackage, PatchFunction } from "../format/model.js";
 import { Assembler, type Root } from "./assemble.js";
 import type { BuildDiff } from "./build-diff.js";
+import { EarlierPatch } from "./earlier.js";
 import { BuildError } from "./errors.js";
 import { proveIdentity, type Proven } from "./identity.js";
 import { ObjectFile } from "./object-file.js";
@@ -42,6 +43,8 @@ export interface PackageRequest {
   replace?: { object: string; functions: Replacement[] };
   /** Where separate debug files are looked up by build-id (default /usr/lib/debug). */
   debugRoot?: string;
+  /** Stacking: the earlier patch (a package file) this one goes on top of (earlier.ts). */
+  after?: string;
 }
 
 export interface PackageResult {
@@ -62,10 +65,11 @@ export function makePackage(core: Core, request: PackageRequest): PackageResult 
     return o;
   };
   try {
-    const asm = new Assembler(target);
+    const earlier = request.after ? EarlierPatch.open(core, request.after, target, request.patchId) : undefined;
+    const asm = new Assembler(target, earlier);
     const proofs = new Map<string, Proven>(); // function key -> proof of its original
     if (request.replace) {
-      replacementUnit(target, asm, open(request.replace.object, path.basename(request.replace.object)), request.replace.functions, proofs);
+      replacementUnit(target, asm, open(request.replace.object, path.basename(request.replace.object)), request.replace.functions, proofs, earlier);
     } else {
       if (!request.diff) throw new BuildError("package", "no diff and no replacement: nothing to package");
       for (const { pair, diff } of request.diff.results) {
@@ -88,8 +92,11 @@ export function makePackage(core: Core, request: PackageRequest): PackageResult 
             continue;
           }
           const origSym = original.symbols[f.originalSymbol];
+          earlier?.checkNotAdded(pair.name, origSym.name);
           const t = findOriginal(target, original, origSym.name, origSym.bind === STB_LOCAL);
-          const proof = proveIdentity(target, original, origSym, t.sym.value, t.sym.size);
+          // Stacking: a function the earlier patch replaced is proven against its code there.
+          const prior = earlier?.replaced(origSym.name, t.local);
+          const proof = prior ? earlier!.prove(target, original, origSym, prior.symbol, t) : proveIdentity(target, original, origSym, t.sym.value, t.sym.size);
           proofs.set(key(origSym.name, t), proof);
           const pieces: Root["pieces"] = [];
           for (const x of cold) {
@@ -97,7 +104,9 @@ export function makePackage(core: Core, request: PackageRequest): PackageResult 
             let old: TargetSymbol | undefined;
             if (oldPiece) {
               old = findOriginal(target, original, oldPiece.name, oldPiece.bind === STB_LOCAL);
-              proveIdentity(target, original, oldPiece, old.sym.value, old.sym.size);
+              const priorPiece = prior?.pieces.find((p) => p.name === oldPiece.name && p.symbol !== undefined);
+              if (priorPiece) earlier!.prove(target, original, oldPiece, priorPiece.symbol!, old);
+              else proveIdentity(target, original, oldPiece, old.sym.value, old.sym.size);
             }
             const fresh = x.patchedSymbol && x.status !== "removed" ? obj.symbols[x.patchedSymbol] : undefined;
             if (old || fresh) pieces.push({ name: oldPiece?.name ?? x.name, symbol: fresh, original: old });
@@ -108,14 +117,17 @@ export function makePackage(core: Core, request: PackageRequest): PackageResult 
       }
     }
     asm.finishEhFrame();
-    for (const f of asm.functions) fillOriginal(f, proofs, target);
+    for (const f of asm.functions) {
+      fillOriginal(f, proofs, target);
+      if (f.kind === "replace" && earlier?.replaced(f.name, f.local)) f.after = earlier.id;
+    }
     if (!asm.functions.length) throw new BuildError("package", "no function to replace or add");
     const pkg: PatchPackage = {
       patchId: request.patchId,
       ...(request.producer ? { producer: request.producer } : {}),
       ...(request.description ? { description: request.description } : {}),
       target: { buildId: target.buildId, path: request.targetHint ?? path.resolve(request.target), ...(target.soname ? { soname: target.soname } : {}), type: target.type },
-      dependencies: [],
+      dependencies: earlier ? [{ patchId: earlier.id, hash: earlier.hash }] : [],
       sections: asm.sections,
       symbols: asm.symbols,
       functions: asm.functions,
@@ -154,9 +166,10 @@ function fillOriginal(f: PatchFunction, proofs: Map<string, Proven>, target: Tar
   void target;
 }
 
-function replacementUnit(target: TargetImage, asm: Assembler, obj: ObjectFile, functions: Replacement[], proofs: Map<string, Proven>): void {
+function replacementUnit(target: TargetImage, asm: Assembler, obj: ObjectFile, functions: Replacement[], proofs: Map<string, Proven>, earlier: EarlierPatch | undefined): void {
   const roots: Root[] = [];
   for (const r of functions) {
+    earlier?.checkNotAdded(obj.name, r.old);
     if (CLONE_RE.test(r.old)) {
       throw new BuildError(
         "replace",

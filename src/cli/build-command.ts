@@ -36,6 +36,8 @@ interface Common {
   patchId: string;
   description?: string;
   sign?: string;
+  /** Stacking: the earlier patch this one goes on top of. */
+  after?: string;
 }
 
 export type BuildPlan =
@@ -82,7 +84,7 @@ export function planBuild(args: ParsedArgs): BuildPlan {
         : `--id ${patchId}: not 1-64 characters of [A-Za-z0-9._+-] starting with a letter or digit`,
     );
   }
-  const common = { output, patchId, description: str("description"), sign: str("sign"), target: str("target") };
+  const common = { output, patchId, description: str("description"), sign: str("sign"), target: str("target"), after: str("after") };
   const mode = modes[0];
   if (mode !== "--source") {
     const misplaced = SOURCE_ONLY.filter((n) => o[n] !== undefined);
@@ -170,6 +172,7 @@ export const buildCommand: Command = {
       { name: "keep", kind: "string", value: "DIR", help: "keep the objects and binaries of both builds in DIR (absent or empty)" },
       { name: "cache", kind: "string", value: "DIR", help: "cache the original build in DIR, keyed by the tree's content" },
       { name: "verbose", short: "v", kind: "boolean", help: "show the builds' output" },
+      { name: "after", kind: "string", value: "EARLIER", help: "stack on the earlier patch EARLIER (a package of the same build; --orig: the objects it was built from)" },
       { name: "id", kind: "string", value: "ID", help: "the patch id (default: the name of -o without its extension)" },
       { name: "description", kind: "string", value: "TEXT", help: "a line saying what the patch fixes" },
       { name: "sign", kind: "string", value: "KEY", help: "sign the package with this ed25519 private key (PEM)" },
@@ -235,6 +238,7 @@ export const buildCommand: Command = {
         pairs,
         diff,
         replace: plan.mode === "replace" ? { object: plan.object, functions: plan.replacements } : undefined,
+        after: plan.after,
       });
       const bytes = writePackageFile(plan.output, result.package, { signKey });
       const written = decodePackage(core, bytes, plan.output);
