@@ -15,6 +15,7 @@ import { ProcessUnwind, SAFETY_STACK_WINDOW, type SafetyVerdict } from "../src/a
 import type { Range } from "../src/apply/contract.js";
 import { Tracer } from "../src/shim/index.js";
 import { Scratch, run } from "./helpers/gcc.js";
+import { synthEhFrame } from "./helpers/stack.js";
 
 const FIXTURE = String.raw`
 #define _GNU_SOURCE
@@ -29,7 +30,7 @@ const FIXTURE = String.raw`
 #include <time.h>
 #include <unistd.h>
 
-enum { F, SPIN, SIGNAL, WINDOW, OTHER };
+enum { F, SPIN, SIGNAL, WINDOW, OTHER, RT, JIT };
 enum { SLEEP, READ, FUTEX };
 
 struct job {
@@ -45,7 +46,8 @@ static volatile int forever = 1;
 static __thread struct job *cur;
 static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static const char *names[] = {"f", "spin", "signal", "window", "other"};
+static const char *names[] = {"f", "spin", "signal", "window", "other", "rt", "jit"};
+static int (*jit)(struct job *, int (*)(struct job *));
 
 static void say(struct job *j) {
   char buf[160];
@@ -70,21 +72,33 @@ __attribute__((noipa)) int f(struct job *j, int level) {
     __asm__ volatile("" ::: "memory");
     return r + level;
   }
-  if (j->mode != SIGNAL) say(j);
-  if (j->mode == F) park(j->park);
+  if (j->mode != SIGNAL && j->mode != RT) say(j);
+  if (j->mode == F || j->mode == JIT) park(j->park);
   j->in_f = 1;
   while (forever) __asm__ volatile("" ::: "memory");
   return level;
 }
 
 __attribute__((noipa)) int h(struct job *j) { int r = f(j, 0); __asm__ volatile("" ::: "memory"); return r + 1; }
-__attribute__((noipa)) int g(struct job *j) { int r = h(j); __asm__ volatile("" ::: "memory"); return r + 2; }
+__attribute__((noipa)) int g(struct job *j) { int r = j->mode == JIT ? jit(j, h) : h(j); __asm__ volatile("" ::: "memory"); return r + 2; }
 __attribute__((noipa)) int other(struct job *j) { say(j); park(j->park); return 1; }
 
 /* Loops on its own first bytes: the pc is always strictly inside [spin_entry, spin_entry + 5). */
 void spin_entry(void);
 __asm__(".text\n.globl spin_entry\n.type spin_entry,@function\nspin_entry:\n.cfi_startproc\n"
         "nop\n1: pause\njmp 1b\n.cfi_endproc\n.size spin_entry, .-spin_entry\n");
+
+/* A sigreturn trampoline without CFI, as musl's: the check must find it by its bytes. */
+void my_restore_rt(void);
+__asm__(".text\n.p2align 4\nnop\n.globl my_restore_rt\n.type my_restore_rt,@function\nmy_restore_rt:\n"
+        "mov $15, %rax\nsyscall\nhlt\n.size my_restore_rt, .-my_restore_rt\n");
+struct ksigaction { void (*handler)(int); unsigned long flags; void (*restorer)(void); unsigned long mask; };
+
+static void on_usr2(int sig) {
+  (void)sig;
+  say(cur);
+  park(SLEEP);
+}
 
 static void on_usr1(int sig) {
   (void)sig;
@@ -114,7 +128,16 @@ int main(int argc, char **argv) {
   sa.sa_handler = on_usr1;
   sa.sa_flags = SA_ONSTACK;
   if (sigaction(SIGUSR1, &sa, NULL)) abort();
-  printf("sym f %p\nsym g %p\nsym h %p\nsym spin_entry %p\nsym park %p\n", (void *)f, (void *)g, (void *)h, (void *)spin_entry, (void *)park);
+  struct ksigaction ks = { on_usr2, 0x04000000 /* SA_RESTORER */, my_restore_rt, 0 };
+  if (syscall(SYS_rt_sigaction, SIGUSR2, &ks, NULL, 8)) abort();
+  /* Code without CFI in an anonymous executable mapping (as a patch region or JIT code):
+     sub $8,%rsp; call *%rsi; add $8,%rsp; ret */
+  static const unsigned char code[] = {0x48, 0x83, 0xec, 0x08, 0xff, 0xd6, 0x48, 0x83, 0xc4, 0x08, 0xc3};
+  void *jp = mmap(NULL, 4096, PROT_READ | PROT_WRITE | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (jp == MAP_FAILED) abort();
+  memcpy(jp, code, sizeof code);
+  jit = jp;
+  printf("sym f %p\nsym g %p\nsym h %p\nsym spin_entry %p\nsym park %p\nsym my_restore_rt %p\nsym jit %p\n", (void *)f, (void *)g, (void *)h, (void *)spin_entry, (void *)park, (void *)my_restore_rt, (void *)jit);
   fflush(stdout);
   int n = argc - 1;
   struct job *jobs = calloc(n, sizeof *jobs);
@@ -122,7 +145,7 @@ int main(int argc, char **argv) {
     char mode[16], park[16] = "sleep";
     int depth = 0;
     if (sscanf(argv[i + 1], "%15[a-z]:%d:%15[a-z]", mode, &depth, park) < 1) abort();
-    for (int k = 0; k < 5; k++) if (!strcmp(mode, names[k])) jobs[i].mode = k;
+    for (int k = 0; k < 7; k++) if (!strcmp(mode, names[k])) jobs[i].mode = k;
     jobs[i].depth = depth;
     jobs[i].park = !strcmp(park, "read") ? READ : !strcmp(park, "futex") ? FUTEX : SLEEP;
     pthread_attr_t at;
@@ -131,9 +154,9 @@ int main(int argc, char **argv) {
     if (pthread_create(&jobs[i].th, &at, thread_main, &jobs[i])) abort();
   }
   for (int i = 0; i < n; i++)
-    if (jobs[i].mode == SIGNAL) {
+    if (jobs[i].mode == SIGNAL || jobs[i].mode == RT) {
       while (!jobs[i].in_f) usleep(100);
-      pthread_kill(jobs[i].th, SIGUSR1);
+      pthread_kill(jobs[i].th, jobs[i].mode == RT ? SIGUSR2 : SIGUSR1);
     }
   char buf[32];
   int len = snprintf(buf, sizeof buf, "ready %d\n", n);
@@ -213,7 +236,7 @@ async function startFixture(jobs: string[], flags: string[] = []): Promise<Fixtu
     // Parked threads: wait until each is inside its blocking syscall.
     for (const t of fx.threads) {
       if (t.mode === "spin" || t.mode === "window") continue;
-      const want: number[] = t.mode === "signal" ? [SYSCALL.sleep] : Object.values(SYSCALL);
+      const want: number[] = t.mode === "signal" || t.mode === "rt" ? [SYSCALL.sleep] : Object.values(SYSCALL);
       await until(() => want.includes(syscallOf(fx.pid, t.tid)), `thread ${t.tid} (${t.mode}) parked`);
     }
     await sleep(30); // spinning threads: past the report, into their loops
@@ -249,9 +272,10 @@ async function until(cond: () => boolean, what: string, ms = 10_000): Promise<vo
 const core = nodeCore();
 
 /** prepare (before the stop), attach, stop, check, resume, detach, kill: always. */
-async function checkFixture(fx: Fixture, forbidden: Range[], windows: Range[], window = SAFETY_STACK_WINDOW): Promise<SafetyVerdict> {
+async function checkFixture(fx: Fixture, forbidden: Range[], windows: Range[], window = SAFETY_STACK_WINDOW, setup?: (pu: ProcessUnwind) => void): Promise<SafetyVerdict> {
   const maps = parseMaps(readFileSync(`/proc/${fx.pid}/maps`, "utf8"), "maps");
   const pu = ProcessUnwind.prepare(core, { pid: fx.pid, maps });
+  setup?.(pu);
   const tracer = Tracer.open({ core });
   try {
     await tracer.attach(fx.pid);
@@ -387,6 +411,53 @@ describe("ProcessUnwind on a stopped process", () => {
     }
   });
 
+  it("a signal handler whose restorer has no CFI (found by its bytes): blocked through that trampoline", async () => {
+    const fx = await fixture(["rt:1", "other:0:sleep"]);
+    try {
+      const f = fx.range("f");
+      let tramps: bigint[] = [];
+      const v = await checkFixture(fx, [f], [], SAFETY_STACK_WINDOW, (pu) => (tramps = pu.trampolines));
+      expect(tramps).toContain(fx.sym.my_restore_rt);
+      const t = fx.threads.find((x) => x.mode === "rt")!;
+      expect(v.blockers.length).toBe(1);
+      expect(v.blockers[0]).toMatchObject({ tid: t.tid, kind: "inside", how: "precise", depth: expect.any(Number) });
+      expect(hex(v.blockers[0].returnAddr)).toBe(hex(t.ra));
+      expect(hex(v.blockers[0].returnSp)).toBe(hex(t.cfa));
+      expect(v.stats!.conservative).toBe(0);
+    } finally {
+      await done(fx);
+    }
+  });
+
+  it("code without CFI in an anonymous executable mapping: conservative, until its CFI is added (addModuleCfi)", async () => {
+    const fx = await fixture(["jit:1:sleep", "other:0:sleep"]);
+    try {
+      const f = fx.range("f");
+      const t = fx.threads.find((x) => x.mode === "jit")!;
+      const jit = fx.sym.jit;
+      let unwindless: bigint[] = [];
+      const v = await checkFixture(fx, [f], [], SAFETY_STACK_WINDOW, (pu) => (unwindless = pu.unwindless.map((m) => m.start)));
+      expect(unwindless).toContain(jit);
+      expect(v.blockers.length).toBe(1);
+      expect(v.blockers[0]).toMatchObject({ tid: t.tid, kind: "inside", returnAddr: 0n, depth: -1 });
+      expect(v.blockers[0].how).toMatch(/^conservative: .*no FDE/);
+      // sub $8,%rsp (4 bytes): CFA = rsp+16; add $8,%rsp (at +6, 4 bytes): CFA = rsp+8
+      const ehAddr = jit + 2048n;
+      const eh = synthEhFrame(ehAddr, [{ pc: jit, len: 11, program: [0x44, 0x0e, 16, 0x46, 0x0e, 8] }]);
+      const v2 = await checkFixture(fx, [f], [], SAFETY_STACK_WINDOW, (pu) => pu.addModuleCfi(eh, ehAddr));
+      expect(v2.blockers.length).toBe(1);
+      expect(v2.blockers[0]).toMatchObject({ tid: t.tid, kind: "inside", how: "precise" });
+      expect(hex(v2.blockers[0].returnAddr)).toBe(hex(t.ra));
+      // and with the jit code itself forbidden (patch code about to be freed): its frame, returning into g
+      const v3 = await checkFixture(fx, [{ lo: jit, hi: jit + 11n, name: "jit" }], [], SAFETY_STACK_WINDOW, (pu) => pu.addModuleCfi(eh, ehAddr));
+      const b = v3.blockers[0];
+      expect(b.pc).toBe(jit + 6n);
+      expect(b.returnAddr >= fx.range("g").lo && b.returnAddr < fx.range("g").hi).toBe(true);
+    } finally {
+      await done(fx);
+    }
+  });
+
   it("reads more stack when the window is short, in batched rounds", async () => {
     const fx = await fixture(["f:12:sleep", "f:20:read", "spin:15", "other:0:sleep"]);
     try {
@@ -454,7 +525,9 @@ describe("ProcessUnwind on a stopped process", () => {
         const row = pu.registry.row(fx.sym.f);
         expect(row).not.toBeNull();
         expect(row!.fdeBegin).toBe(fx.sym.f);
-        expect(pu.trampolines).toEqual([]); // glibc's __restore_rt has CFI
+        // glibc's __restore_rt has CFI (an 'S' CIE); the fixture's own restorer has none
+        expect(pu.trampolines).toEqual([fx.sym.my_restore_rt]);
+        expect(pu.modules.find((m) => /\/libc\.so/.test(m.path))!.signalCie).toBe(true);
       } finally {
         pu.close();
       }

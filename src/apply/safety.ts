@@ -41,9 +41,9 @@
 //
 // Specs: https://refspecs.linuxfoundation.org/LSB_5.0.0/LSB-Core-generic/LSB-Core-generic/ehframechpt.html
 //        https://gitlab.com/x86-psABIs/x86-64-ABI (3.7 Stack Unwind Algorithm)
-import { readFileSync } from "node:fs";
+import { readFileSync, readdirSync } from "node:fs";
 import type { Core } from "../core/instance.js";
-import { CfiRegistry, StackScan, type ScanOptions, type StackSegment, type ThreadResult } from "../core/stack.js";
+import { CfiRegistry, StackScan, type StackSegment } from "../core/stack.js";
 import type { Tracer, World, ThreadState } from "../shim/index.js";
 import type { Range } from "./contract.js";
 import { parseMaps, type Mapping } from "./maps.js";
@@ -98,6 +98,8 @@ export interface PreparedModule {
   /** why it gave no CFI */
   skipped?: string;
   fdes?: number;
+  /** its CFI has a signal-frame CIE ('S' augmentation): its sigreturn trampoline is described */
+  signalCie?: boolean;
 }
 
 /** Stack bytes per thread worth asking stopWorld() for: most threads unwind within it. */
@@ -127,15 +129,125 @@ interface Seg {
   mapHi: bigint;
   addr: bigint;
   bytes: Uint8Array;
+  /** where `bytes` are in core memory (0: not there yet) */
+  ptr: number;
 }
 
 interface ThreadWork {
   t: ThreadState;
-  regs: Uint8Array;
+  index: number;
   segs: Seg[];
   bytes: number;
   noMore: boolean;
-  res?: ThreadResult;
+  res?: RawResult;
+}
+
+// stack_scan_thread's result record (docs/core-abi.md), the fields the check uses.
+const NEED_MEMORY = 2;
+const FAILED = 3;
+const CONSERVATIVE = 2;
+interface RawResult {
+  status: number;
+  mode: number;
+  incomplete: boolean;
+  depth: number;
+  rangeId: number;
+  windowId: number;
+  windowDepth: number;
+  /** why precise unwinding failed ("" when it did not) */
+  fallback: string;
+  needAddr: bigint;
+  pc: bigint;
+  returnAddr: bigint;
+  returnSp: bigint;
+}
+
+type ScanExport = (h: number, regs: number, segs: number, nsegs: number, flags: number, maxFrames: number, frames: number, cap: number, out: number) => number;
+
+/**
+ * One check's core memory: every thread's registers and stack window copied in once
+ * (two copies for the whole world), the segment records and the result record
+ * reused for every thread. The hot path of the pause: no allocation per thread
+ * unless a thread's stack needed more memory.
+ */
+class ScanRun {
+  readonly regs: number;
+  readonly stacks: number;
+  private readonly segRecs: number;
+  private readonly out: number;
+  private readonly owned: number[] = [];
+  private readonly fn: ScanExport;
+
+  constructor(
+    private readonly core: Core,
+    private readonly scan: StackScan,
+    world: World,
+  ) {
+    const e = core.exports;
+    const raw = world.raw;
+    const regBytes = new Uint8Array(raw.regs.buffer, raw.regs.byteOffset, raw.regs.byteLength);
+    this.regs = this.alloc(Math.max(regBytes.length, 8));
+    this.stacks = this.alloc(Math.max(raw.stacks.length, 8));
+    this.segRecs = this.alloc(MAX_SEGMENTS * 40);
+    this.out = this.alloc(96);
+    const mem = core.bytes;
+    mem.set(regBytes, this.regs);
+    mem.set(raw.stacks, this.stacks);
+    this.fn = (e as unknown as { stack_scan_thread: ScanExport }).stack_scan_thread;
+  }
+
+  private alloc(n: number): number {
+    const p = this.core.exports.alloc(n);
+    this.owned.push(p);
+    return p;
+  }
+
+  regsOf(w: ThreadWork): Uint8Array {
+    return this.core.bytes.slice(this.regs + 216 * w.index, this.regs + 216 * (w.index + 1));
+  }
+
+  thread(w: ThreadWork, noMore: boolean): RawResult {
+    const c = this.core;
+    for (const s of w.segs) {
+      if (s.ptr !== 0) continue;
+      s.ptr = this.alloc(Math.max(s.bytes.length, 8));
+      c.bytes.set(s.bytes, s.ptr);
+    }
+    let v = c.view;
+    w.segs.forEach((s, i) => {
+      const b = this.segRecs + 40 * i;
+      v.setBigUint64(b, BigInt(s.ptr), true);
+      v.setBigUint64(b + 8, BigInt(s.bytes.length), true);
+      v.setBigUint64(b + 16, s.addr, true);
+      v.setBigUint64(b + 24, s.mapLo, true);
+      v.setBigUint64(b + 32, s.mapHi, true);
+    });
+    const flags = 1 | 2 | (noMore ? 4 : 0);
+    const r = this.fn(this.scan.handle, this.regs + 216 * w.index, this.segRecs, w.segs.length, flags, 65536, 0, 0, this.out);
+    if (r !== 0) throw c.lastError(`thread ${w.t.tid}: stack_scan_thread`);
+    if (v.buffer !== c.exports.memory.buffer) v = c.view;
+    const o = this.out;
+    const fb = v.getInt32(o + 36, true);
+    return {
+      status: v.getUint32(o, true),
+      mode: v.getUint32(o + 4, true),
+      incomplete: (v.getUint32(o + 12, true) & 2) !== 0,
+      depth: v.getInt32(o + 16, true),
+      rangeId: v.getInt32(o + 20, true),
+      windowId: v.getInt32(o + 24, true),
+      windowDepth: v.getInt32(o + 28, true),
+      fallback: fb !== 0 ? c.lastError().message : "",
+      needAddr: v.getBigUint64(o + 40, true),
+      pc: v.getBigUint64(o + 48, true),
+      returnAddr: v.getBigUint64(o + 56, true),
+      returnSp: v.getBigUint64(o + 64, true),
+    };
+  }
+
+  free(): void {
+    for (const p of this.owned) this.core.exports.free(p);
+    this.owned.length = 0;
+  }
 }
 
 export class ProcessUnwind {
@@ -172,27 +284,26 @@ export class ProcessUnwind {
         const pm: PreparedModule = { path: mod.path, start: mod.start, end: mod.end, id: 0 };
         modules.push(pm);
         try {
-          pm.id = addModuleFromMemory(registry, mem, mod);
+          const r = addModuleFromMemory(registry, mem, mod);
+          pm.id = r.id;
+          pm.signalCie = r.signalCie;
           if (pm.id) pm.fdes = registry.moduleInfo(pm.id).fdes;
           else pm.skipped = "no PT_GNU_EH_FRAME";
         } catch (e) {
           pm.skipped = (e as Error).message;
         }
       }
-      // Trampolines without CFI, by their bytes in executable file mappings.
+      // Trampolines without CFI, by their bytes in the text of modules whose CFI has no
+      // signal frame (a module with an 'S' CIE, glibc's libc, describes its own).
       for (const mod of listModules(target.maps)) {
+        const pm = modules.find((x) => x.start === mod.start);
+        if (pm?.signalCie) continue;
         for (const m of mod.mappings) {
           if (!m.exec || !m.read) continue;
-          let text: Uint8Array;
-          try {
-            text = mem.read(m.start, Number(m.end - m.start));
-          } catch {
-            continue;
-          }
-          for (let i = indexOf(text, SIGRETURN, 0); i >= 0; i = indexOf(text, SIGRETURN, i + 1)) {
-            const addr = m.start + BigInt(i);
+          for (const off of sigreturnOffsets(mem, m)) {
+            const addr = m.start + BigInt(off);
             const row = registry.row(addr);
-            if (row && row.signalFrame) continue; // glibc: described by its 'S' FDE
+            if (row && row.signalFrame) continue;
             registry.addSigreturn(addr);
             trampolines.push(addr);
           }
@@ -206,7 +317,51 @@ export class ProcessUnwind {
     }
     const covered = (m: Mapping) => modules.some((pm) => pm.id !== 0 && m.start >= pm.start && m.end <= pm.end);
     const unwindless = target.maps.filter((m) => m.exec && !covered(m) && m.path !== "[vsyscall]");
-    return new ProcessUnwind(core, target.pid, target.maps.slice(), registry, modules, trampolines, unwindless);
+    const pu = new ProcessUnwind(core, target.pid, target.maps.slice(), registry, modules, trampolines, unwindless);
+    pu.warmUp();
+    // Grow the core's memory now for the copy of every thread's registers and window.
+    let tasks = 64;
+    try {
+      tasks = readdirSync(`/proc/${target.pid}/task`).length + 8;
+    } catch {
+      /* gone: check() will say so */
+    }
+    core.exports.free(core.exports.alloc(tasks * (SAFETY_STACK_WINDOW + 216) + (1 << 16)));
+    return pu;
+  }
+
+  /**
+   * Runs check() on made-up threads (a few frames through the first modules' CFI, and
+   * one without CFI) so that the engine compiles its code now rather than inside the
+   * pause: Wasm functions are compiled on their first call, JavaScript on its first runs.
+   */
+  private warmUp(): void {
+    const ids = this.modules.filter((m) => m.id !== 0).map((m) => this.registry.moduleInfo(m.id));
+    if (!ids.length) return;
+    const W = 512;
+    const sp = 0x7ff000000000n;
+    const n = 3;
+    const regs = new BigUint64Array(27 * n);
+    const stacks = new Uint8Array(n * W);
+    const sv = new DataView(stacks.buffer);
+    const pcs = [ids[0].lo, 1n, ids[ids.length - 1].lo + 1n];
+    for (let i = 0; i < n; i++) {
+      regs[27 * i + 16] = pcs[i];
+      regs[27 * i + 19] = sp;
+      // return addresses into the middle of the modules' code, then 0: the end
+      for (let k = 0; k < 4; k++) sv.setBigUint64(W * i + 8 * k, ids[k % ids.length].lo + 17n, true);
+    }
+    const threads = pcs.map((pc, i) => ({ tid: 0, flags: 0, pendingSignal: 0, pc, sp, stack: stacks.subarray(W * i, W * i + W), regs: {} }));
+    const world = { threads, window: W, interruptNs: 0, waitNs: 0, readNs: 0, totalNs: 0, raw: { regs, stacks, window: W } } as unknown as World;
+    const tracer = { readMemory: async (r: unknown[]) => r.map(() => new Uint8Array(0)) } as unknown as Tracer;
+    const maps = this.maps;
+    this.maps = [{ start: sp, end: sp + BigInt(W), read: true, write: true, exec: false, shared: false, offset: 0n, dev: "00:00", inode: 0, path: "", deleted: false }];
+    try {
+      const ranges = [{ lo: ids[0].lo, hi: ids[0].lo + 64n, name: "warm-up" }];
+      for (let k = 0; k < 3; k++) void this.check(tracer, world, ranges, ranges).catch(() => undefined);
+    } finally {
+      this.maps = maps;
+    }
   }
 
   /**
@@ -240,15 +395,16 @@ export class ProcessUnwind {
     const t0 = process.hrtime.bigint();
     const stats: SafetyStats = { threads: world.threads.length, precise: 0, conservative: 0, reads: 0, bytesRead: 0, fallbacks: [] };
     const blockers: Blocker[] = [];
+    if (forbidden.every((r) => r.hi <= r.lo) && windows.every((r) => r.hi <= r.lo)) {
+      return { safe: true, blockers, analysisNs: Number(process.hrtime.bigint() - t0), stats };
+    }
     const scan = new StackScan(this.registry);
+    const run = new ScanRun(this.core, scan, world);
     try {
       forbidden.forEach((r, i) => r.hi > r.lo && scan.addForbidden(r.lo, r.hi, i));
       windows.forEach((r, i) => r.hi > r.lo && scan.addWindow(r.lo, r.hi, i));
-      if (forbidden.length === 0 && windows.length === 0) {
-        return { safe: true, blockers, analysisNs: Number(process.hrtime.bigint() - t0), stats };
-      }
       let refreshed = false;
-      const regsAll = new Uint8Array(world.raw.regs.buffer, world.raw.regs.byteOffset, world.raw.regs.byteLength);
+      const raw = world.raw;
       const work: ThreadWork[] = world.threads.map((t, i) => {
         let m = this.mappingOf(t.sp);
         if (!m && !refreshed) {
@@ -257,9 +413,9 @@ export class ProcessUnwind {
           m = this.mappingOf(t.sp);
         }
         const seg: Seg = m
-          ? { mapLo: m.start, mapHi: m.end, addr: t.sp, bytes: t.stack }
-          : { mapLo: t.sp, mapHi: t.sp + BigInt(t.stack.length), addr: t.sp, bytes: t.stack };
-        return { t, regs: regsAll.subarray(i * 216, i * 216 + 216), segs: [seg], bytes: t.stack.length, noMore: !m };
+          ? { mapLo: m.start, mapHi: m.end, addr: t.sp, bytes: t.stack, ptr: run.stacks + i * raw.window }
+          : { mapLo: t.sp, mapHi: t.sp + BigInt(t.stack.length), addr: t.sp, bytes: t.stack, ptr: run.stacks + i * raw.window };
+        return { t, index: i, segs: [seg], bytes: t.stack.length, noMore: !m };
       });
 
       let pending = work;
@@ -267,23 +423,15 @@ export class ProcessUnwind {
         const reads: Array<{ w: ThreadWork; seg: Seg | null; map: Mapping | null; addr: bigint; len: number; below: boolean }> = [];
         const next: ThreadWork[] = [];
         for (const w of pending) {
-          const opts: ScanOptions = { noMore: w.noMore || round >= MAX_ROUNDS };
-          const res = this.scanThread(scan, w, opts);
+          const res = run.thread(w, w.noMore || round >= MAX_ROUNDS);
           w.res = res;
-          if (res.status !== "need-memory") continue;
+          if (res.status !== NEED_MEMORY) continue;
           const plan = this.planRead(w, res, refreshed);
           if (plan === "refresh") {
             this.refreshMaps();
             refreshed = true;
-            next.push(w);
-            continue;
-          }
-          if (plan === null) {
-            w.noMore = true;
-            next.push(w);
-            continue;
-          }
-          reads.push({ w, ...plan });
+          } else if (plan === null) w.noMore = true;
+          else reads.push({ w, ...plan });
           next.push(w);
         }
         if (reads.length) {
@@ -292,19 +440,17 @@ export class ProcessUnwind {
           reads.forEach((r, i) => {
             const b = got[i];
             stats.bytesRead += b.length;
-            if (b.length === 0) {
-              r.w.noMore = true;
+            if (b.length === 0 || (r.below && b.length < r.len)) {
+              r.w.noMore = true; // unreadable, or a gap below the window
               return;
             }
             r.w.bytes += b.length;
             if (r.seg === null) {
-              r.w.segs.push({ mapLo: r.map!.start, mapHi: r.map!.end, addr: r.addr, bytes: b });
-            } else if (r.below) {
-              r.seg.bytes = concat(b.subarray(0, Number(r.seg.addr - r.addr)), r.seg.bytes);
-              r.seg.addr = r.addr;
-              if (b.length < r.len) r.w.noMore = true;
+              r.w.segs.push({ mapLo: r.map!.start, mapHi: r.map!.end, addr: r.addr, bytes: b, ptr: 0 });
             } else {
-              r.seg.bytes = concat(r.seg.bytes, b);
+              r.seg.bytes = r.below ? concat(b, r.seg.bytes) : concat(r.seg.bytes, b);
+              if (r.below) r.seg.addr = r.addr;
+              r.seg.ptr = 0; // copied in again on the next scan
               if (b.length < r.len) r.w.noMore = true;
             }
           });
@@ -314,39 +460,40 @@ export class ProcessUnwind {
 
       for (const w of work) {
         const res = w.res!;
-        const how = res.mode === "precise" ? "precise" : `conservative: ${res.fallback ? res.fallback.message : "precise unwinding off"}`;
-        if (res.mode === "precise") stats.precise++;
-        else {
+        const conservative = res.mode === CONSERVATIVE;
+        const how = conservative ? `conservative: ${res.fallback || "precise unwinding off"}` : "precise";
+        if (conservative) {
           stats.conservative++;
-          stats.fallbacks.push({ tid: w.t.tid, reason: res.fallback ? res.fallback.message : "?" });
-        }
+          stats.fallbacks.push({ tid: w.t.tid, reason: res.fallback });
+        } else stats.precise++;
         if (res.windowId >= 0) {
           let pc = w.t.pc;
           if (res.windowDepth > 0) {
-            const again = this.scanThread(scan, w, { noMore: true, frames: res.windowDepth + 1 });
+            const segments: StackSegment[] = w.segs.map((s) => ({ window: s.bytes, windowAddr: s.addr, mapLo: s.mapLo, mapHi: s.mapHi }));
+            const again = scan.thread({ regs: run.regsOf(w), segments }, { noMore: true, frames: res.windowDepth + 1 });
             pc = again.frames[res.windowDepth]?.pc ?? pc;
           }
           blockers.push({ tid: w.t.tid, kind: "window", range: windows[res.windowId], pc, returnAddr: 0n, returnSp: 0n, depth: res.windowDepth, how });
         }
         if (res.rangeId >= 0) {
-          const precise = res.mode === "precise";
           blockers.push({
             tid: w.t.tid,
             kind: "inside",
             range: forbidden[res.rangeId],
             pc: res.pc,
-            returnAddr: precise ? res.returnAddr : 0n,
-            returnSp: precise && res.returnAddr !== 0n ? res.returnSp : 0n,
-            depth: precise ? res.depth : -1,
+            returnAddr: conservative ? 0n : res.returnAddr,
+            returnSp: conservative || res.returnAddr === 0n ? 0n : res.returnSp,
+            depth: conservative ? -1 : res.depth,
             how,
           });
-        } else if (res.status === "failed" || (res.mode === "conservative" && res.incomplete)) {
+        } else if (res.status === FAILED || (conservative && res.incomplete)) {
           // Could not see the whole stack: it may hold a frame inside a forbidden range.
-          const why = res.status === "failed" ? `unwinding failed: ${res.fallback?.message ?? "?"}` : `stack memory unreadable beyond what was read (${w.bytes} bytes)`;
+          const why = res.status === FAILED ? `unwinding failed: ${res.fallback || "?"}` : `stack memory unreadable beyond the ${w.bytes} bytes read`;
           blockers.push({ tid: w.t.tid, kind: "inside", range: { lo: 0n, hi: 0n, name: `(the stack of thread ${w.t.tid}: ${why})` }, pc: w.t.pc, returnAddr: 0n, returnSp: 0n, depth: -1, how });
         }
       }
     } finally {
+      run.free();
       scan.free();
     }
     return { safe: blockers.length === 0, blockers, analysisNs: Number(process.hrtime.bigint() - t0), stats };
@@ -358,17 +505,12 @@ export class ProcessUnwind {
     this.registry.free();
   }
 
-  private scanThread(scan: StackScan, w: ThreadWork, opts: ScanOptions): ThreadResult {
-    const segments: StackSegment[] = w.segs.map((s) => ({ window: s.bytes, windowAddr: s.addr, mapLo: s.mapLo, mapHi: s.mapHi }));
-    return scan.thread({ regs: w.regs, segments }, opts);
-  }
-
   /**
    * What to read for a thread that needs memory at res.needAddr: more of a segment's
    * window (above, or below its start), or a new segment in another mapping (the stack
    * a signal on a sigaltstack interrupted). null: nothing can be read (give up: noMore).
    */
-  private planRead(w: ThreadWork, res: ThreadResult, refreshed: boolean): { seg: Seg | null; map: Mapping | null; addr: bigint; len: number; below: boolean } | null | "refresh" {
+  private planRead(w: ThreadWork, res: RawResult, refreshed: boolean): { seg: Seg | null; map: Mapping | null; addr: bigint; len: number; below: boolean } | null | "refresh" {
     const a = res.needAddr & ~7n;
     const room = MAX_STACK_BYTES - w.bytes;
     if (room <= 0) return null;
@@ -382,7 +524,7 @@ export class ProcessUnwind {
       }
       if (a < end) return null; // the core asked for what it has: give up rather than loop
       // Conservative wants everything to the mapping's top; precise a little more.
-      const want = res.mode === "conservative" ? seg.mapHi : maxB(a + 8n, end) + BigInt(GROW);
+      const want = res.mode === CONSERVATIVE ? seg.mapHi : maxB(a + 8n, end) + BigInt(GROW);
       const stop = minB(seg.mapHi, want, end + BigInt(room));
       if (stop <= end) return null;
       return { seg, map: null, addr: end, len: Number(stop - end), below: false };
@@ -435,7 +577,7 @@ function indexOf(hay: Uint8Array, needle: Uint8Array, from: number): number {
  * .eh_frame, at their runtime addresses. Returns the module id, 0 when the module has
  * no PT_GNU_EH_FRAME; throws when it is not an ELF image or cannot be read.
  */
-function addModuleFromMemory(reg: CfiRegistry, mem: MemoryReader, mod: ProcessModule): number {
+function addModuleFromMemory(reg: CfiRegistry, mem: MemoryReader, mod: ProcessModule): { id: number; signalCie: boolean } {
   const name = `${mod.path}${mod.deleted ? " (deleted)" : ""}`;
   const first = mod.mappings[0];
   const headLen = Number(minB(first.end - first.start, PAGE));
@@ -466,7 +608,7 @@ function addModuleFromMemory(reg: CfiRegistry, mem: MemoryReader, mod: ProcessMo
     }
   }
   if (!loads.length) throw new Error(`${name}: no PT_LOAD segment`);
-  if (hdrVaddr < 0n) return 0;
+  if (hdrVaddr < 0n) return { id: 0, signalCie: false };
   const firstPage = loads.reduce((m, l) => (l.vaddr < m ? l.vaddr : m), loads[0].vaddr) & ~(PAGE - 1n);
   const at = (vaddr: bigint) => mod.start + (vaddr - firstPage);
   const hdrAddr = at(hdrVaddr);
@@ -481,7 +623,59 @@ function addModuleFromMemory(reg: CfiRegistry, mem: MemoryReader, mod: ProcessMo
   const end = minB(at(seg.vaddr + seg.filesz), mod.end);
   if (end <= ehAddr) throw new Error(`${name}: .eh_frame at ${hex(ehAddr)} is outside the mapped module`);
   const eh = mem.read(ehAddr, Number(end - ehAddr));
-  return reg.addModule(eh, ehAddr, hdr, hdrAddr, `${name}: .eh_frame`);
+  return { id: reg.addModule(eh, ehAddr, hdr, hdrAddr, `${name}: .eh_frame`), signalCie: hasSignalCie(eh) };
+}
+
+/**
+ * Whether an .eh_frame has a CIE with the 'S' augmentation (a signal frame).
+ *   record: u32 length (0xffffffff: u64 length follows), CIE id (u32, u64 in the
+ *   64-bit format; 0 for a CIE in .eh_frame), u8 version, augmentation string.
+ */
+function hasSignalCie(eh: Uint8Array): boolean {
+  const v = new DataView(eh.buffer, eh.byteOffset, eh.byteLength);
+  let p = 0;
+  while (p + 4 <= eh.length) {
+    let len = v.getUint32(p, true);
+    if (len === 0) break;
+    let body = p + 4;
+    let idLen = 4;
+    if (len === 0xffffffff) {
+      if (p + 12 > eh.length) break;
+      len = Number(v.getBigUint64(p + 4, true));
+      body = p + 12;
+      idLen = 8;
+    }
+    if (len < idLen + 1 || body + len > eh.length) break;
+    const id = idLen === 4 ? v.getUint32(body, true) : Number(v.getBigUint64(body, true));
+    if (id === 0) {
+      for (let q = body + idLen + 1; q < body + len && eh[q] !== 0; q++) if (eh[q] === 0x53 /* 'S' */) return true;
+    }
+    p = body + len;
+  }
+  return false;
+}
+
+// Offsets of the sigreturn sequence in a file mapping's text, per file (dev, inode,
+// offset, size): the processes of one program share their libraries.
+const sigreturnCache = new Map<string, number[]>();
+
+function sigreturnOffsets(mem: MemoryReader, m: Mapping): number[] {
+  const key = m.inode !== 0 ? `${m.dev} ${m.inode} ${m.offset} ${m.end - m.start} ${m.path}` : "";
+  const hit = key ? sigreturnCache.get(key) : undefined;
+  if (hit) return hit;
+  let text: Uint8Array;
+  try {
+    text = mem.read(m.start, Number(m.end - m.start));
+  } catch {
+    return [];
+  }
+  const out: number[] = [];
+  for (let i = indexOf(text, SIGRETURN, 0); i >= 0; i = indexOf(text, SIGRETURN, i + 1)) out.push(i);
+  if (key) {
+    if (sigreturnCache.size >= 1024) sigreturnCache.clear();
+    sigreturnCache.set(key, out);
+  }
+  return out;
 }
 
 /** A DW_EH_PE-encoded pointer in .eh_frame_hdr (absptr/udata/sdata 4 or 8, pcrel or datarel). */
