@@ -53,7 +53,7 @@ const char* const kOpNames[OP__COUNT] = {
     "stopWorld",      "resumeAll",   "patchAndResume", "getRegs",    "setRegs",
     "readMemory",     "writeData",   "writeText",      "syscall",    "syscallSite",
     "seccompFilters", "waitReturn",  "begin",          "commit",     "rollback",
-    "debugRegs",
+    "debugRegs",      "call",
 };
 
 std::string ErrnoName(int e) {
@@ -417,6 +417,7 @@ class Tracer : public Napi::ObjectWrap<Tracer> {
                            InstanceMethod<&Tracer::Commit>("commit"),
                            InstanceMethod<&Tracer::Rollback>("rollback"),
                            InstanceMethod<&Tracer::DebugRegs>("debugRegs"),
+                           InstanceMethod<&Tracer::Call>("call"),
                            InstanceMethod<&Tracer::Close>("close"),
                        });
   }
@@ -738,6 +739,27 @@ class Tracer : public Napi::ObjectWrap<Tracer> {
     return Send(info.Env(), OP_SYSCALL, r.Done(), [](Napi::Env env, const std::vector<uint8_t>& b) -> Napi::Value {
       Need(env, b, sizeof(wire_syscall_result));
       wire_syscall_result x = Get<wire_syscall_result>(b, 0);
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("ret", Napi::BigInt::New(env, x.ret));
+      o.Set("tid", x.tid);
+      o.Set("tracerUs", x.tracer_us);
+      return o;
+    });
+  }
+
+  Napi::Value Call(const Napi::CallbackInfo& info) {
+    wire_call c{};
+    c.tid = ArgInt(info, 0, "tid", 1, INT32_MAX);
+    c.addr = ArgU64(info, 1, "addr");
+    Napi::BigUint64Array args = ArgU64Array(info, 2, "args");
+    if (args.ElementLength() != 6) throw Napi::RangeError::New(info.Env(), "args must have 6 elements");
+    memcpy(c.args, args.Data(), sizeof c.args);
+    c.timeout_ms = static_cast<uint32_t>(ArgInt(info, 3, "timeoutMs", 1, 60000));
+    Req r(OP_CALL);
+    r.Put(c);
+    return Send(info.Env(), OP_CALL, r.Done(), [](Napi::Env env, const std::vector<uint8_t>& b) -> Napi::Value {
+      Need(env, b, sizeof(wire_call_result));
+      wire_call_result x = Get<wire_call_result>(b, 0);
       Napi::Object o = Napi::Object::New(env);
       o.Set("ret", Napi::BigInt::New(env, x.ret));
       o.Set("tid", x.tid);

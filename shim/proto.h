@@ -48,6 +48,7 @@ enum wire_op {
   OP_COMMIT,         /* -> (empty) */
   OP_ROLLBACK,       /* -> u32 undone */
   OP_DEBUG_REGS,     /* wire_tid -> u64 dr[8] */
+  OP_CALL,           /* wire_call -> wire_call_result */
   OP__COUNT
 };
 
@@ -135,6 +136,10 @@ struct wire_seccomp {
   /* then per filter, oldest first (PTRACE_SECCOMP_GET_FILTER index order):
      u32 count, u32 pad, struct sock_filter[count] (8 bytes each) */
 };
+
+/* A function call in a stopped thread (an IFUNC resolver): see remote_call() in ptrace.c. */
+struct wire_call { int32_t tid; uint32_t timeout_ms; uint64_t addr; uint64_t args[6]; };
+struct wire_call_result { uint64_t ret; int32_t tid; uint32_t tracer_us; };
 
 struct wire_wait { int32_t tid; uint32_t timeout_ms; uint64_t addr; uint64_t sp; };
 struct wire_waited { uint32_t hit; uint32_t pad; uint64_t elapsed_ns; uint64_t rsp; };

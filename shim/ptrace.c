@@ -60,6 +60,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <elf.h>
 #include <linux/kcmp.h>
 #include <poll.h>
 #include <sched.h>
@@ -1294,6 +1295,140 @@ int remote_syscall(struct thread *t, uint64_t nr, const uint64_t a[6], int64_t *
   if (ptrace(PTRACE_SETREGS, t->tid, 0, &saved) < 0 && rc == 0)
     rc = fail_sys("ptrace(PTRACE_SETREGS)", t->tid, errno, "restoring the registers after syscall %llu",
                   (unsigned long long)nr);
+  t->regs = saved;
+  t->regs_valid = true;
+  return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Remote function calls */
+
+/* Calls the function at `addr` in a stopped (held) thread with up to 6 integer
+ * arguments (psABI 3.2.3: rdi, rsi, rdx, rcx, r8, r9) and returns its rax; made
+ * for an IFUNC resolver, a short pure function. The thread is restored exactly:
+ * every general register (orig_rax and rax included, so a blocking syscall it
+ * was in restarts as after a remote syscall), and its x87/SSE/AVX state
+ * (PTRACE_GETREGSET NT_X86_XSTATE), which the callee may use.
+ *
+ *   rsp = (rsp - 128 (red zone) - 8) & ~15, then the return address 0 is pushed:
+ *   at entry (rsp + 8) % 16 == 0 as the psABI wants. The callee's `ret` jumps to
+ *   0 and faults: the SIGSEGV signal-delivery-stop with rip == 0 ends the call;
+ *   the signal is not delivered (we restore the registers and resume without it).
+ *
+ * Nothing is written to the target's text and no syscall is made for us: the
+ * call runs under PTRACE_SYSCALL (with PTRACE_O_TRACESYSGOOD for the call only),
+ * and a syscall the callee tries is skipped (orig_rax = -1, it returns -ENOSYS)
+ * and ends the call with an error, so seccomp filters never see anything of ours.
+ * A fault in the callee (SIGSEGV elsewhere, SIGBUS, SIGILL, SIGFPE, SIGTRAP)
+ * ends it with an error; other signals are held for re-delivery as usual.
+ * Only the stack below the red zone is written (as a signal handler would). */
+int remote_call(struct thread *t, uint64_t addr, const uint64_t a[6], uint32_t timeout_ms, uint64_t *ret) {
+  if (t->group_stop)
+    return fail("JOB_STOPPED", t->tid, "tid %d is stopped by job control: no function can run in it", t->tid);
+  if (get_regs(t) < 0) return -1;
+  static uint8_t xsave[16384] __attribute__((aligned(64)));
+  struct iovec xv = {xsave, sizeof xsave};
+  bool have_x = ptrace(PTRACE_GETREGSET, t->tid, (void *)NT_X86_XSTATE, &xv) == 0;
+  size_t xlen = xv.iov_len;
+  struct user_regs_struct saved = t->regs, r = saved;
+  uint64_t sp = ((saved.rsp - 128 - 8) & ~15ull) - 8;
+  uint64_t zero = 0;
+  if (write_data(sp, &zero, 8) < 0 && write_text(sp, &zero, 8) < 0) return -1;
+  r.rip = addr;
+  r.rsp = sp;
+  r.rdi = a[0], r.rsi = a[1], r.rdx = a[2], r.rcx = a[3], r.r8 = a[4], r.r9 = a[5];
+  r.rax = 0;
+  r.orig_rax = (unsigned long long)-1;      /* not in a syscall: no restart logic on the way */
+  r.eflags &= ~((1ull << 8) | (1ull << 10)); /* TF off; DF clear at a call (psABI 3.2.1) */
+  if (set_regs(t, &r) < 0) return -1;
+  ptrace(PTRACE_SETOPTIONS, t->tid, 0, SEIZE_OPTIONS | PTRACE_O_TRACESYSGOOD);
+
+  int rc = 0;
+  long skipped = -1;
+  bool in_skip = false;
+  uint64_t deadline = now_ns() + (uint64_t)(timeout_ms ? timeout_ms : 1000) * 1000000ull;
+  timer_arm(deadline);
+  for (;;) {
+    if (ptrace(PTRACE_SYSCALL, t->tid, 0, 0) < 0) {
+      rc = fail_sys("ptrace(PTRACE_SYSCALL)", t->tid, errno, NULL);
+      break;
+    }
+    t->stopped = false;
+    int st;
+    pid_t p;
+    while ((p = wait_event(t->tid, deadline, &st)) == WAIT_TICK) {
+    }
+    if (p == WAIT_TIMEOUT) {
+      ptrace(PTRACE_INTERRUPT, t->tid, 0, 0);
+      uint64_t d2 = now_ns() + 1000000000ull;
+      timer_arm(d2);
+      while ((p = wait_event(t->tid, d2, &st)) == WAIT_TICK) {
+      }
+      if (p > 0 && WIFSTOPPED(st)) {
+        t->stopped = true;
+        t->status = st;
+        t->stop_seq++;
+        t->sigstop = ((unsigned)st >> 16) == 0 ? WSTOPSIG(st) : 0;
+      }
+      rc = fail("CALL_TIMEOUT", t->tid, "the function at 0x%llx did not return within %u ms in tid %d",
+                (unsigned long long)addr, timeout_ms, t->tid);
+      break;
+    }
+    if (p < 0 || WIFEXITED(st) || WIFSIGNALED(st)) {
+      thread_dead(t);
+      timer_disarm();
+      return fail("THREAD_EXITED", t->tid, "tid %d exited during the call of 0x%llx", t->tid, (unsigned long long)addr);
+    }
+    t->stopped = true;
+    t->status = st;
+    t->stop_seq++;
+    int sig = WSTOPSIG(st), ev = (unsigned)st >> 16;
+    t->sigstop = ev == 0 && sig != (SIGTRAP | 0x80) ? sig : 0;
+    struct user_regs_struct now;
+    if (ptrace(PTRACE_GETREGS, t->tid, 0, &now) < 0) {
+      rc = fail_sys("ptrace(PTRACE_GETREGS)", t->tid, errno, NULL);
+      break;
+    }
+    if (ev == 0 && sig == (SIGTRAP | 0x80)) {
+      if (!in_skip) { /* syscall entry: skip it, then end the call at its exit */
+        skipped = (long)now.orig_rax;
+        now.orig_rax = (unsigned long long)-1;
+        ptrace(PTRACE_SETREGS, t->tid, 0, &now);
+        in_skip = true;
+      } else { /* syscall exit: return to the faulting address */
+        now.rip = 0;
+        ptrace(PTRACE_SETREGS, t->tid, 0, &now);
+        in_skip = false;
+      }
+      continue;
+    }
+    if (ev == PTRACE_EVENT_EXEC) S.execed = true;
+    if (ev != 0) continue; /* an event stop (clone, interrupt): go on */
+    if (sig == SIGSEGV && now.rip == 0 && now.rsp == sp + 8) {
+      if (skipped >= 0)
+        rc = fail("CALL_SYSCALL", t->tid, "the function at 0x%llx made syscall %ld in tid %d: skipped, and the call abandoned",
+                  (unsigned long long)addr, skipped, t->tid);
+      else
+        *ret = now.rax;
+      break;
+    }
+    if (sig == SIGSEGV || sig == SIGBUS || sig == SIGILL || sig == SIGFPE || sig == SIGTRAP) {
+      rc = fail("CALL_FAULT", t->tid, "the function at 0x%llx faulted in tid %d: signal %d at rip 0x%llx", (unsigned long long)addr,
+                t->tid, sig, (unsigned long long)now.rip);
+      break;
+    }
+    push_pending(t, sig); /* the target's own signal: re-delivered when the thread resumes */
+  }
+  timer_disarm();
+  ptrace(PTRACE_SETOPTIONS, t->tid, 0, SEIZE_OPTIONS);
+  /* restore exactly, whatever happened */
+  if (have_x) {
+    struct iovec rv = {xsave, xlen};
+    if (ptrace(PTRACE_SETREGSET, t->tid, (void *)NT_X86_XSTATE, &rv) < 0 && rc == 0)
+      rc = fail_sys("ptrace(PTRACE_SETREGSET)", t->tid, errno, "restoring the extended state after a call");
+  }
+  if (ptrace(PTRACE_SETREGS, t->tid, 0, &saved) < 0 && rc == 0)
+    rc = fail_sys("ptrace(PTRACE_SETREGS)", t->tid, errno, "restoring the registers after a call");
   t->regs = saved;
   t->regs_valid = true;
   return rc;

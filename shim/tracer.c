@@ -188,6 +188,7 @@ static const char *op_names[OP__COUNT] = {
     [OP_SECCOMP] = "seccompFilters", [OP_WAIT_RETURN] = "waitReturn",
     [OP_BEGIN] = "begin",           [OP_COMMIT] = "commit",
     [OP_ROLLBACK] = "rollback",     [OP_DEBUG_REGS] = "debugRegs",
+    [OP_CALL] = "call",
 };
 
 static int need(size_t have, size_t want) {
@@ -419,6 +420,29 @@ done:
   return rc;
 }
 
+/* A function call in a thread (remote_call): refused inside a transaction, since what
+ * the callee does to memory is nothing a rollback could undo. */
+static int op_call(const uint8_t *in, size_t inlen, struct out *o) {
+  uint64_t t0 = now_ns();
+  if (need(inlen, sizeof(struct wire_call)) < 0 || check_usable() < 0) return -1;
+  struct wire_call q;
+  memcpy(&q, in, sizeof q);
+  if (txn_active())
+    return fail("TXN_NO_UNDO", q.tid, "a function call in the target cannot be undone by a rollback: call it outside a transaction");
+  if (q.timeout_ms > 60000) return fail("BAD_ARGUMENT", q.tid, "call timeout of %u ms is over 60 s", q.timeout_ms);
+  bool here;
+  struct thread *t = hold(q.tid, &here);
+  if (!t) return -1;
+  uint64_t ret = 0;
+  int rc = remote_call(t, q.addr, q.args, q.timeout_ms, &ret);
+  if (rc == 0) {
+    struct wire_call_result r = {ret, t->tid, (uint32_t)((now_ns() - t0) / 1000)};
+    rc = out_put(o, &r, sizeof r);
+  }
+  unhold(t, here);
+  return rc;
+}
+
 static void goodbye(void) __attribute__((noreturn));
 
 static int dispatch(uint32_t op, const uint8_t *in, size_t inlen, struct out *o) {
@@ -480,6 +504,8 @@ static int dispatch(uint32_t op, const uint8_t *in, size_t inlen, struct out *o)
   }
   case OP_PATCH_RESUME:
     return op_patch_resume(in, inlen, o);
+  case OP_CALL:
+    return op_call(in, inlen, o);
   case OP_GET_REGS:
   case OP_DEBUG_REGS: {
     if (need(inlen, sizeof(struct wire_tid)) < 0 || check_usable() < 0) return -1;

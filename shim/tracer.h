@@ -117,6 +117,7 @@ int write_data(uint64_t addr, const void *buf, size_t len);
 int write_text(uint64_t addr, const void *buf, size_t len);
 int find_syscall_site(void);
 int remote_syscall(struct thread *t, uint64_t nr, const uint64_t args[6], int64_t *ret);
+int remote_call(struct thread *t, uint64_t addr, const uint64_t args[6], uint32_t timeout_ms, uint64_t *ret);
 int seccomp_state(struct thread *t, int *mode, uint8_t **filters, size_t *len, uint32_t *nfilters,
                   uint64_t *fingerprint);
 int wait_return(struct thread *t, uint64_t addr, uint64_t sp, uint32_t timeout_ms, bool *hit,

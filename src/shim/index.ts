@@ -353,6 +353,21 @@ export class Tracer {
     return this.run(() => this.native.writeText(addr, bytes));
   }
 
+  /**
+   * Calls the function at `addr` in thread `tid` (stopping it if the world runs) with up
+   * to 6 integer arguments and returns its rax: for a short pure function such as an IFUNC
+   * resolver. Every register and the SSE/AVX state are restored exactly; a syscall the
+   * function tries is skipped and fails the call (CALL_SYSCALL), a fault fails it
+   * (CALL_FAULT), so does a timeout (CALL_TIMEOUT). Refused inside a transaction.
+   */
+  async call(tid: number, addr: bigint, args: readonly bigint[] = [], opts: { timeoutMs?: number } = {}): Promise<bigint> {
+    if (args.length > 6) throw new ShimError(`call: ${args.length} arguments (6 at most, in registers)`, "BAD_ARGUMENT", "call", "", 0, tid);
+    const a = new BigUint64Array(6);
+    args.forEach((v, i) => (a[i] = BigInt.asUintN(64, v)));
+    const r = await this.run(() => this.native.call(tid, addr, a, opts.timeoutMs ?? 1000));
+    return r.ret;
+  }
+
   /** Address of the `syscall` instruction remote syscalls run at. */
   async syscallSite(): Promise<bigint> {
     return (this.site ??= await this.run(() => this.native.syscallSite()));

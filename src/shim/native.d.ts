@@ -95,6 +95,14 @@ export interface NativeSyscallResult {
   tracerUs: number;
 }
 
+export interface NativeCallResult {
+  /** the function's rax */
+  ret: bigint;
+  tid: number;
+  /** microseconds the request took in the tracer */
+  tracerUs: number;
+}
+
 export interface NativeSeccomp {
   /** 0 none, 1 strict, 2 filter */
   mode: number;
@@ -140,6 +148,8 @@ export declare class Tracer {
     scratch: Uint8Array | null,
     scratchArg: number,
   ): Promise<NativeSyscallResult>;
+  /** calls the function at addr (args: 6 values, rdi..r9) in a stopped thread, registers restored; resolves with its rax */
+  call(tid: number, addr: bigint, args: BigUint64Array, timeoutMs: number): Promise<NativeCallResult>;
   syscallSite(): Promise<bigint>;
   seccompFilters(tid: number): Promise<NativeSeccomp>;
   waitReturn(tid: number, addr: bigint, sp: bigint, timeoutMs: number): Promise<NativeWaited>;
