@@ -7,12 +7,14 @@
 // must give as the place to wait. Every process is stopped with the shim's Tracer,
 // resumed, detached and killed in a finally.
 import { spawn, type ChildProcess } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { closeSync, openSync, readFileSync, writeSync } from "node:fs";
 import { afterAll, describe, expect, it } from "vitest";
 import { nodeCore } from "../src/node/core-file.js";
 import { parseMaps } from "../src/apply/maps.js";
 import { ProcessUnwind, SAFETY_STACK_WINDOW, type SafetyVerdict } from "../src/apply/safety.js";
 import type { Range } from "../src/apply/contract.js";
+import type { RegionHeader } from "../src/apply/region.js";
+import type { FoundRegion } from "../src/apply/status.js";
 import { Tracer } from "../src/shim/index.js";
 import { Scratch, run } from "./helpers/gcc.js";
 import { synthEhFrame } from "./helpers/stack.js";
@@ -272,9 +274,16 @@ async function until(cond: () => boolean, what: string, ms = 10_000): Promise<vo
 const core = nodeCore();
 
 /** prepare (before the stop), attach, stop, check, resume, detach, kill: always. */
-async function checkFixture(fx: Fixture, forbidden: Range[], windows: Range[], window = SAFETY_STACK_WINDOW, setup?: (pu: ProcessUnwind) => void): Promise<SafetyVerdict> {
+async function checkFixture(
+  fx: Fixture,
+  forbidden: Range[],
+  windows: Range[],
+  window = SAFETY_STACK_WINDOW,
+  setup?: (pu: ProcessUnwind) => void,
+  regions?: FoundRegion[],
+): Promise<SafetyVerdict> {
   const maps = parseMaps(readFileSync(`/proc/${fx.pid}/maps`, "utf8"), "maps");
-  const pu = ProcessUnwind.prepare(core, { pid: fx.pid, maps });
+  const pu = ProcessUnwind.prepare(core, { pid: fx.pid, maps }, { regions });
   setup?.(pu);
   const tracer = Tracer.open({ core });
   try {
@@ -453,6 +462,18 @@ describe("ProcessUnwind on a stopped process", () => {
       const b = v3.blockers[0];
       expect(b.pc).toBe(jit + 6n);
       expect(b.returnAddr >= fx.range("g").lo && b.returnAddr < fx.range("g").hi).toBe(true);
+      // The same CFI found through a patch region's header (as prepare() reads it from the target)
+      const fd = openSync(`/proc/${fx.pid}/mem`, "r+");
+      try {
+        writeSync(fd, eh, 0, eh.length, Number(ehAddr));
+      } finally {
+        closeSync(fd);
+      }
+      const maps = parseMaps(readFileSync(`/proc/${fx.pid}/maps`, "utf8"), "maps");
+      const mapping = maps.find((m) => m.start === jit)!;
+      const header = { patchId: "jit", base: jit, size: 4096n, ehFrame: { addr: ehAddr, size: BigInt(eh.length) } } as RegionHeader;
+      const v4 = await checkFixture(fx, [f], [], SAFETY_STACK_WINDOW, undefined, [{ header, mapping, memfd: false }]);
+      expect(v4.blockers[0]).toMatchObject({ tid: t.tid, kind: "inside", how: "precise", returnAddr: t.ra });
     } finally {
       await done(fx);
     }

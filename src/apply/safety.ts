@@ -49,6 +49,7 @@ import type { Range } from "./contract.js";
 import { parseMaps, type Mapping } from "./maps.js";
 import { listModules, type ProcessModule } from "./modules.js";
 import { ProcMemory, type MemoryReader } from "./proc-memory.js";
+import { findRegions, type FoundRegion } from "./status.js";
 
 export interface Blocker {
   tid: number;
@@ -274,13 +275,15 @@ export class ProcessUnwind {
    * Registers the CFI of every module mapped in the target at its runtime address,
    * and the sigreturn trampolines without CFI. All reading happens here, before any stop.
    */
-  static prepare(core: Core, target: { pid: number; maps: Mapping[] }, opts: { mem?: MemoryReader } = {}): ProcessUnwind {
+  static prepare(core: Core, target: { pid: number; maps: Mapping[] }, opts: { mem?: MemoryReader; regions?: FoundRegion[] } = {}): ProcessUnwind {
     const mem = opts.mem ?? new ProcMemory(target.pid);
     const registry = new CfiRegistry(core);
     const modules: PreparedModule[] = [];
     const trampolines: bigint[] = [];
     try {
+      const regions = opts.regions ?? findRegions(target.pid, target.maps, mem);
       for (const mod of listModules(target.maps)) {
+        if (regions.some((r) => r.mapping.start === mod.start)) continue; // a memfd region: below
         const pm: PreparedModule = { path: mod.path, start: mod.start, end: mod.end, id: 0 };
         modules.push(pm);
         try {
@@ -293,11 +296,29 @@ export class ProcessUnwind {
           pm.skipped = (e as Error).message;
         }
       }
+      // Patch regions (found from their headers, or as the caller found them): their
+      // relocated .eh_frame, so that frames in patch code unwind precisely.
+      for (const r of regions) {
+        const h = r.header;
+        const pm: PreparedModule = { path: `[patch ${h.patchId}]`, start: r.mapping.start, end: h.base + h.size, id: 0 };
+        modules.push(pm);
+        if (!h.ehFrame || h.ehFrame.size === 0n) {
+          pm.skipped = "no .eh_frame";
+          continue;
+        }
+        try {
+          const eh = mem.read(h.ehFrame.addr, Number(h.ehFrame.size));
+          pm.id = registry.addModule(eh, h.ehFrame.addr, undefined, 0n, `process ${target.pid}: patch ${h.patchId} at ${hex(h.base)}: .eh_frame`);
+          pm.fdes = registry.moduleInfo(pm.id).fdes;
+        } catch (e) {
+          pm.skipped = (e as Error).message;
+        }
+      }
       // Trampolines without CFI, by their bytes in the text of modules whose CFI has no
       // signal frame (a module with an 'S' CIE, glibc's libc, describes its own).
       for (const mod of listModules(target.maps)) {
         const pm = modules.find((x) => x.start === mod.start);
-        if (pm?.signalCie) continue;
+        if (pm?.signalCie || regions.some((r) => r.mapping.start === mod.start)) continue;
         for (const m of mod.mappings) {
           if (!m.exec || !m.read) continue;
           for (const off of sigreturnOffsets(mem, m)) {
