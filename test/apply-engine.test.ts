@@ -81,6 +81,16 @@ int f(int x) {
   return x * scale + ${k};
 }
 `;
+/** f counts its calls in a new global through a new function: K once it was called 3 times. */
+const LIB_NEW = (k: number) => `#include <unistd.h>
+int scale = 3;
+int hits;
+__attribute__((noinline)) int bump(void) { return ++hits; }
+int f(int x) {
+  if (x < 0) { for (int i = 0; i < -x; i++) usleep(1000); return 0; }
+  return x * scale + (bump() >= 3 ? ${k} : 100);
+}
+`;
 const FOREVER = "1000000000";
 
 function start(exe: string, ...args: string[]): Running {
@@ -98,6 +108,8 @@ let fLink: bigint; // f's link-time address in the target
 let v1: ReadPackage;
 let v2: ReadPackage;
 let v2alone: ReadPackage;
+let vA: ReadPackage;
+let vB: ReadPackage;
 
 /** f's entry in a running target (PIE: link-time address + the first mapping's start). */
 function fEntry(pid: number): bigint {
@@ -130,6 +142,12 @@ beforeAll(() => {
   v2 = buildPackage(core, { original: p1, patched: p2, target, patchId: "fix-2", out: scratch.path("fix-2.patch"), after: scratch.path("fix-1.patch") });
   // The same fix built against the original code.
   v2alone = buildPackage(core, { original: orig, patched: p2, target, patchId: "fix-2b", out: scratch.path("fix-2b.patch") });
+  // A new global and a new function (the writable part, the symbols of the header), and a
+  // patch on top using them (references of scope patch).
+  const pA = compileObjects(scratch, { "main.c": MAIN, "lib.c": LIB_NEW(200) }, scratch.path("pA"));
+  const pB = compileObjects(scratch, { "main.c": MAIN, "lib.c": LIB_NEW(300) }, scratch.path("pB"));
+  vA = buildPackage(core, { original: orig, patched: pA, target, patchId: "fix-A", out: scratch.path("fix-A.patch") });
+  vB = buildPackage(core, { original: pA, patched: pB, target, patchId: "fix-B", out: scratch.path("fix-B.patch"), after: scratch.path("fix-A.patch") });
 });
 
 describe("apply engine: apply, status, revert", () => {
@@ -224,6 +242,31 @@ describe("apply engine: apply, status, revert", () => {
     await r.waitLine(/^f 31$/, 10000, at);
     expect((await readStatus(r.pid)).patches).toEqual([]);
     expect(fs.readFileSync(`/proc/${r.pid}/maps`, "utf8")).not.toContain("patchc:");
+  });
+});
+
+describe("apply engine: new globals and functions", () => {
+  it("adds a global and a function, and a stacked patch uses them (scope patch)", async () => {
+    const r = start(target);
+    await r.waitLine(/^f 31$/);
+    const a = await applyPatch(r.pid, vA, { core });
+    await r.waitLine(/^f 230$/);
+    expect(r.lines).toContain("f 130");
+    const st = await readStatus(r.pid);
+    expect(st.patches.map((p) => p.patchId)).toEqual(["fix-A"]);
+    // The rw- part exists (hits), nothing is w+x.
+    const parts = parseMaps(fs.readFileSync(`/proc/${r.pid}/maps`, "utf8"), "maps").filter((m) => m.start >= a.region.base && m.end <= a.region.base + a.region.size);
+    expect(parts.map((m) => `${m.read ? "r" : "-"}${m.write ? "w" : "-"}${m.exec ? "x" : "-"}`)).toEqual(["r--", "r-x", "r--", "rw-"]);
+    expect(wx(r.pid)).toEqual([]);
+
+    // fix-B calls fix-A's bump() where fix-A's region has it.
+    expect(vB.model.references.filter((x) => x.scope === "patch").map((x) => [x.name, x.patch])).toEqual([["bump", "fix-A"]]);
+    const b = await applyPatch(r.pid, vB, { core });
+    expect(b.functions.map((f) => [f.name, f.previous])).toEqual([["f", "fix-A"]]);
+    await r.waitLine(/^f 330$/);
+    const at = r.lines.length;
+    await revertPatch(r.pid, "all", { core });
+    await r.waitLine(/^f 31$/, 10000, at);
   });
 });
 
