@@ -22,8 +22,8 @@ afterEach(() => {
 });
 afterAll(() => scratch.remove());
 
-// -p MS: a second thread calls f(-MS), which sleeps MS ms inside f; -s: a seccomp filter
-// denies memfd_create; -x MS: exit after MS ms.
+// -p MS: a second thread calls f(-MS), which sleeps MS ms inside f (-d MS: after MS ms);
+// -s: a seccomp filter denies memfd_create; -x MS: exit after MS ms.
 const MAIN = `#define _GNU_SOURCE
 #include <pthread.h>
 #include <stddef.h>
@@ -37,9 +37,10 @@ const MAIN = `#define _GNU_SOURCE
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 int f(int x);
-static int park_ms;
+static int park_ms, delay_ms;
 static void *parker(void *arg) {
   (void)arg;
+  if (delay_ms) usleep(delay_ms * 1000);
   printf("parked %ld\\n", (long)syscall(SYS_gettid));
   f(-park_ms);
   printf("left\\n");
@@ -61,6 +62,7 @@ int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOLBF, 0);
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "-p")) park_ms = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "-d")) delay_ms = atoi(argv[++i]);
     else if (!strcmp(argv[i], "-s")) deny_memfd();
     else if (!strcmp(argv[i], "-x")) exit_ms = atol(argv[++i]);
   }
@@ -356,6 +358,25 @@ describe("apply engine: threads inside the function", () => {
     expect(rep.attempts).toBe(1);
     await r.waitLine(/^f 32$/);
     expect(r.lines).not.toContain("left");
+  });
+});
+
+describe("apply engine: threads inside the new code", () => {
+  it("does not revert while a thread stays inside the new version (BUSY, nothing changed)", async () => {
+    const r = start(target, "-p", FOREVER, "-d", "600");
+    await r.waitLine(/^f 31$/);
+    const rep = await applyPatch(r.pid, v1, { core });
+    await r.waitLine(/^f 32$/);
+    const tid = Number(/^parked (\d+)$/.exec(r.lines[await r.waitLine(/^parked/)])![1]);
+    await new Promise((res) => setTimeout(res, 20));
+    const before = state(r.pid);
+    const e = await refusal(revertPatch(r.pid, "fix-1", { core, timeoutMs: 300 }));
+    expect(e.code).toBe("BUSY");
+    expect(e.tid).toBe(tid);
+    expect(e.reason).toMatch(new RegExp(`^thread ${tid} is inside f \\(frame \\d+, pc 0x[0-9a-f]+\\), and stayed there until the timeout \\(\\d+ attempts\\); nothing was reverted$`));
+    expect(state(r.pid)).toEqual(before);
+    const st = await readStatus(r.pid);
+    expect(st.patches.map((p) => [p.patchId, p.state, p.region.base, p.functions[0].current])).toEqual([["fix-1", "active", rep.region.base, true]]);
   });
 });
 

@@ -43,6 +43,22 @@ const hex = (v: bigint) => "0x" + v.toString(16);
 /** Back-off when a blocker's return address is unknown (a pc in an entry window, a conservative hit). */
 const BACKOFF_MS = 3;
 
+/**
+ * Gives the stack check the unwind tables of the patch regions (their relocated .eh_frame,
+ * recorded in each header), so frames in patch code unwind precisely.
+ */
+function addRegionCfi(unwind: ProcessUnwind, mem: ProcMemory, regions: FoundRegion[]): void {
+  for (const r of regions) {
+    const eh = r.header.ehFrame;
+    if (!eh || eh.size === 0n || eh.size > 1n << 24n) continue;
+    try {
+      unwind.addModuleCfi(mem.read(eh.addr, Number(eh.size)), eh.addr, undefined, 0n, `patch ${r.header.patchId}`);
+    } catch {
+      // Without it, frames there are found by the conservative scan.
+    }
+  }
+}
+
 /** Is the process still there (not exited, not a zombie)? */
 function alive(pid: number): boolean {
   try {
@@ -192,7 +208,12 @@ async function stopLoop(
     if (blocker.kind === "inside" && blocker.returnAddr !== 0n) {
       // The world resumes inside waitReturn; its pause is the stop's so far.
       pauseTotalNs += world.totalNs;
-      await t.waitReturn(blocker.tid, blocker.returnAddr, { sp: blocker.returnSp, timeoutMs: Math.ceil(Math.max(1, Math.min(left, 1000))) });
+      try {
+        await t.waitReturn(blocker.tid, blocker.returnAddr, { sp: blocker.returnSp, timeoutMs: Math.ceil(Math.max(1, Math.min(left, 1000))) });
+      } catch (e) {
+        // The thread exited while we waited: it left. Anything else is a failure.
+        if (!(e instanceof ShimError && (e.code === "THREAD_EXITED" || e.code === "NO_SUCH_THREAD"))) throw e;
+      }
     } else {
       const r = await t.resumeAll();
       pauseTotalNs += r.pauseNs;
@@ -230,6 +251,7 @@ export async function applyPatch(pid: number, pkg: ReadPackage, opts: ApplyOptio
     const references = await resolveReferences(core, target, pkg, { tracer: t, patchSymbol });
     plan = planPatch(core, target, pkg, references, status, { mem });
     unwind = ProcessUnwind.prepare(core, target, { mem });
+    addRegionCfi(unwind, mem, regions);
 
     phase("map");
     const tid = pid;
@@ -309,14 +331,17 @@ export async function applyPatch(pid: number, pkg: ReadPackage, opts: ApplyOptio
       totalNs: Number(now() - t0),
     };
   } catch (e) {
+    const err = shimError(e, pid, "apply");
     if (t && inTxn && !committed) {
       try {
         await t.rollback();
       } catch (r) {
-        if (alive(pid)) throw new ApplyError("TRACE", subject, `${(e as Error).message}; and the rollback failed: ${(r as Error).message}`);
+        // Gone (exited, or exec replaced the address space): nothing of ours is left in it.
+        const gone = (err instanceof ApplyError && err.code === "TARGET_GONE") || !alive(pid);
+        if (!gone) throw new ApplyError("TRACE", subject, `${(e as Error).message}; and the rollback failed: ${(r as Error).message}`);
       }
     }
-    throw shimError(e, pid, "apply");
+    throw err;
   } finally {
     plan?.close();
     unwind?.close();
@@ -357,22 +382,23 @@ export async function revertPatch(pid: number, which: string | "all", opts: Reve
       todo = [...active].reverse();
       if (todo.length === 0) return { ...report, totalNs: Number(now() - t0) };
     } else {
-      const r = regions.find((x) => x.header.patchId === which);
+      // The active one of that id; else a retired one (reverted, kept): it is freed if no frame is in it now.
+      const r = regions.find((x) => x.header.patchId === which && x.header.state === "active") ?? regions.find((x) => x.header.patchId === which);
       if (!r) throw new ApplyError("NOT_APPLIED", subject, `patch ${which} is not applied${active.length ? ` (applied: ${active.map((x) => x.header.patchId).join(", ")})` : " (no patch is)"}`);
-      if (r.header.state !== "active") throw new ApplyError("NOT_APPLIED", subject, `patch ${which} was reverted already; its region at ${hex(r.header.base)} is kept, retired (a frame may still be in it)`);
       // Last in, first out: every site must hold this patch's jump, and no active patch may depend on it.
-      for (const f of r.header.functions) {
+      for (const f of r.header.state === "active" ? r.header.functions : []) {
         const holder = holderAt(regions, f.site, status);
         if (holder !== which)
           throw new ApplyError("OUT_OF_ORDER", processSubject(pid, f.name), holder ? `patch ${holder} stacks on patch ${which} here: revert ${holder} first` : `the site ${hex(f.site)} no longer holds the jump of patch ${which}`);
       }
-      const dependent = active.find((x) => x !== r && x.header.dependencies.some((d) => d.patchId === which));
+      const dependent = r.header.state === "active" ? active.find((x) => x !== r && x.header.dependencies.some((d) => d.patchId === which)) : undefined;
       if (dependent) throw new ApplyError("OUT_OF_ORDER", subject, `patch ${dependent.header.patchId} depends on patch ${which}: revert it first`);
       todo = [r];
     }
 
     t = await attach(core, pid);
     unwind = ProcessUnwind.prepare(core, { pid, maps }, { mem });
+    addRegionCfi(unwind, mem, regions);
     const deadline = t0 + BigInt(timeoutMs) * 1_000_000n;
     phase("stop");
     for (const r of todo) {
@@ -392,7 +418,16 @@ export async function revertPatch(pid: number, which: string | "all", opts: Reve
   }
 }
 
+/** A retired region (reverted, kept): unmapped once a stop shows no frame in it. */
+async function freeRetired(t: Tracer, pid: number, h: RegionHeader, unwind: ProcessUnwind, deadline: bigint): Promise<{ entry: RevertReport["reverted"][number]; pauseNs: number }> {
+  const forbidden: Range[] = [{ lo: h.base, hi: h.base + h.size, name: `the region of patch ${h.patchId}` }];
+  const loop = await stopLoop(t, pid, unwind, forbidden, [], deadline, (v) => (v.safe ? undefined : v.blockers[0]), async () => (await t.resumeAll()).pauseNs, "freed");
+  await t.munmap(pid, h.base, h.size);
+  return { entry: { patchId: h.patchId, functions: h.functions.map((f) => f.name), freed: true }, pauseNs: loop.pauseNs };
+}
+
 async function revertOne(t: Tracer, pid: number, h: RegionHeader, unwind: ProcessUnwind, deadline: bigint): Promise<{ entry: RevertReport["reverted"][number]; pauseNs: number }> {
+  if (h.state === "retired") return freeRetired(t, pid, h, unwind, deadline);
   const regionName = `the region of patch ${h.patchId}`;
   // The new code of each function, and then the whole region: a thread in the first must
   // leave before the entries are restored; a frame only in the rest (an added function,
