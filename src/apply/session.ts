@@ -43,22 +43,6 @@ const hex = (v: bigint) => "0x" + v.toString(16);
 /** Back-off when a blocker's return address is unknown (a pc in an entry window, a conservative hit). */
 const BACKOFF_MS = 3;
 
-/**
- * Gives the stack check the unwind tables of the patch regions (their relocated .eh_frame,
- * recorded in each header), so frames in patch code unwind precisely.
- */
-function addRegionCfi(unwind: ProcessUnwind, mem: ProcMemory, regions: FoundRegion[]): void {
-  for (const r of regions) {
-    const eh = r.header.ehFrame;
-    if (!eh || eh.size === 0n || eh.size > 1n << 24n) continue;
-    try {
-      unwind.addModuleCfi(mem.read(eh.addr, Number(eh.size)), eh.addr, undefined, 0n, `patch ${r.header.patchId}`);
-    } catch {
-      // Without it, frames there are found by the conservative scan.
-    }
-  }
-}
-
 /** Is the process still there (not exited, not a zombie)? */
 function alive(pid: number): boolean {
   try {
@@ -250,8 +234,8 @@ export async function applyPatch(pid: number, pkg: ReadPackage, opts: ApplyOptio
       regions.find((r) => r.header.state === "active" && r.header.patchId === patchId)?.header.symbols.find((s) => s.name === name)?.addr;
     const references = await resolveReferences(core, target, pkg, { tracer: t, patchSymbol });
     plan = planPatch(core, target, pkg, references, status, { mem });
-    unwind = ProcessUnwind.prepare(core, target, { mem });
-    addRegionCfi(unwind, mem, regions);
+    // CFI of every module and of the patch regions (their headers name their .eh_frame).
+    unwind = ProcessUnwind.prepare(core, target, { mem, regions });
 
     phase("map");
     const tid = pid;
@@ -397,8 +381,7 @@ export async function revertPatch(pid: number, which: string | "all", opts: Reve
     }
 
     t = await attach(core, pid);
-    unwind = ProcessUnwind.prepare(core, { pid, maps }, { mem });
-    addRegionCfi(unwind, mem, regions);
+    unwind = ProcessUnwind.prepare(core, { pid, maps }, { mem, regions });
     const deadline = t0 + BigInt(timeoutMs) * 1_000_000n;
     phase("stop");
     for (const r of todo) {
