@@ -104,6 +104,9 @@ export const enum Err {
   DIFF_NEW_TLS = 721,
   DIFF_CONSTRUCTOR = 722,
   DIFF_AMBIGUOUS_STATIC = 723,
+  // compile units of an ELF file's DWARF (diff_units)
+  DIFF_DWARF_BAD = 740,
+  DIFF_DWARF_COMPRESSED = 741,
 }
 
 let lastCode: i32 = 0;

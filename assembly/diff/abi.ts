@@ -7,6 +7,7 @@ import { elfFiles } from "../elf/registry";
 import { Obj } from "./object";
 import { Diff, Buf } from "./diff";
 import { FUNC_REC, REF_REC, DATA_REC, REFUSAL_REC, SITE_REC } from "./defs";
+import { UnitReader, UNIT_REC } from "./producer";
 
 const diffs = new HandleTable<Diff>();
 
@@ -88,4 +89,22 @@ export function diff_refusals(h: i32, first: u32, count: u32, out: usize): i32 {
 /** Writes `count` 24-byte line-site records from index `first`; number written or -1. */
 export function diff_line_sites(h: i32, first: u32, count: u32, out: usize): i32 {
   return copyRecords(h, "diff_line_sites", (d: Diff): Buf => d.sites, SITE_REC, first, count, out);
+}
+
+/**
+ * The compile units of ELF handle `elf` (an object, an executable, a library, a debug
+ * file; DWARF 2 to 5): writes up to `cap` 40-byte unit records to `out` and returns the
+ * number of units (more than `cap`: call again with room for them), 0 without
+ * .debug_info, or -1 (DIFF_DWARF_BAD, DIFF_DWARF_COMPRESSED, BAD_HANDLE). String pointers
+ * in the records point into the handle's input.
+ */
+export function diff_units(elf: i32, out: usize, cap: u32): i32 {
+  clearError();
+  const f = elfFiles.get(elf);
+  if (f === null) return failNeg(Err.BAD_HANDLE, "diff_units: " + elf.toString() + " is not an open ELF handle");
+  const u = new UnitReader(f);
+  const r = u.run();
+  if (r != 0) return -1;
+  memory.copy(out, changetype<usize>(u.out), <usize>min<u32>(cap, u.count) * UNIT_REC);
+  return <i32>u.count;
 }

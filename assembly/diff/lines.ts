@@ -43,7 +43,8 @@ export class Lines {
   }
 }
 
-class Reader {
+/** A bounded reader of DWARF bytes: every read past `end` sets ok = false and returns 0 (also used by producer.ts). */
+export class Reader {
   constructor(public p: usize, public end: usize) {}
   ok: bool = true;
   u8(): u32 {

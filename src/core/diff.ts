@@ -137,6 +137,7 @@ interface DiffExports {
   diff_data(h: number, first: number, count: number, out: number): number;
   diff_refusals(h: number, first: number, count: number, out: number): number;
   diff_line_sites(h: number, first: number, count: number, out: number): number;
+  diff_units(elf: number, out: number, cap: number): number;
 }
 
 /** Codes of assembly/error.ts for the diff. */
@@ -150,6 +151,8 @@ export const DiffError = {
   NEW_TLS: 721,
   CONSTRUCTOR: 722,
   AMBIGUOUS_STATIC: 723,
+  DWARF_BAD: 740,
+  DWARF_COMPRESSED: 741,
 } as const;
 
 const KINDS: FunctionKind[] = ["function", "clone", "cold"];
@@ -303,4 +306,38 @@ function records<T>(core: Core, size: number, n: number, fill: (out: number) => 
 /** The names of the functions with a given status. */
 export function functionsWith(d: DiffResult, ...status: FunctionStatus[]): string[] {
   return d.functions.filter((f) => status.includes(f.status)).map((f) => f.name);
+}
+
+/** A compile unit of an ELF file's DWARF (diff_units): what its first DIE says. */
+export interface CompileUnit {
+  /** Offset of the unit in .debug_info. */
+  offset: number;
+  version: number;
+  /** DW_UT_* (1 compile, 2 type, 3 partial, 4 skeleton, 5 split compile, 6 split type). */
+  unitType: number;
+  name?: string; // DW_AT_name: the primary source file as given to the compiler
+  producer?: string; // DW_AT_producer: "GNU C17 12.2.0 -mtune=generic -march=x86-64 -g -O2 ..."
+  compDir?: string; // DW_AT_comp_dir
+}
+
+/**
+ * The compile units of an ELF file (object, executable, library or debug file; DWARF 2
+ * to 5, relocations applied in an object). [] without .debug_info. Throws a CoreError
+ * (740 malformed, 741 compressed sections) prefixed with the file's name.
+ */
+export function compileUnits(core: Core, elf: ElfReader): CompileUnit[] {
+  const x = core.exports as unknown as DiffExports;
+  const n = x.diff_units(elf.handle, 0, 0);
+  if (n < 0) {
+    const e = core.lastError();
+    throw new CoreError(e.code, `${elf.name}: ${e.message}`);
+  }
+  return records(core, 40, n, (out) => x.diff_units(elf.handle, out, n), (v, o): CompileUnit => {
+    const flags = v.getUint8(o + 11);
+    const u: CompileUnit = { offset: Number(v.getBigUint64(o, true)), version: v.getUint16(o + 8, true), unitType: v.getUint8(o + 10) };
+    if (flags & 1) u.name = core.string(v.getUint32(o + 12, true), v.getUint32(o + 16, true));
+    if (flags & 2) u.producer = core.string(v.getUint32(o + 20, true), v.getUint32(o + 24, true));
+    if (flags & 4) u.compDir = core.string(v.getUint32(o + 28, true), v.getUint32(o + 32, true));
+    return u;
+  });
 }
