@@ -17,6 +17,7 @@ import { Assembler, type Root } from "./assemble.js";
 import type { BuildDiff } from "./build-diff.js";
 import { EarlierPatch } from "./earlier.js";
 import { BuildError } from "./errors.js";
+import { checkFlags, readFlags } from "./flags.js";
 import { proveIdentity, type Proven } from "./identity.js";
 import { ObjectFile } from "./object-file.js";
 import type { ObjectPair } from "./objects.js";
@@ -64,6 +65,7 @@ export function makePackage(core: Core, request: PackageRequest): PackageResult 
     opened.push(o);
     return o;
   };
+  const notes: string[] = [];
   try {
     const earlier = request.after ? EarlierPatch.open(core, request.after, target, request.patchId) : undefined;
     const asm = new Assembler(target, earlier);
@@ -77,6 +79,11 @@ export function makePackage(core: Core, request: PackageRequest): PackageResult 
         if (!changes.length) continue;
         const obj = open(pair.patched, pair.name);
         const original = pair.original ? open(pair.original, pair.name) : undefined;
+        // The compile flags, before the proof: a refusal then names the options that differ.
+        if (original) {
+          const t = target.recordedFlags();
+          notes.push(...checkFlags(pair.name, readFlags(core, original.elf), readFlags(core, obj.elf), t.flags, t.from));
+        }
         const roots: Root[] = [];
         for (const c of changes) {
           if (!diff || !original) {
@@ -133,7 +140,7 @@ export function makePackage(core: Core, request: PackageRequest): PackageResult 
       functions: asm.functions,
       references: asm.references,
     };
-    return { package: pkg, notes: asm.notes };
+    return { package: pkg, notes: [...notes, ...asm.notes] };
   } finally {
     for (const o of opened) o.close();
     target.close();

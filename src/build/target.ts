@@ -25,6 +25,7 @@ import type { Core } from "../core/instance.js";
 import { SymbolIndex, SymbolTable, type IndexedSymbol, type Slot } from "../core/symbols.js";
 import type { LocalIdentity } from "../format/model.js";
 import { BuildError } from "./errors.js";
+import { readFlags, type FileFlags } from "./flags.js";
 
 const ET_EXEC = 2;
 const ET_DYN = 3;
@@ -70,7 +71,7 @@ export class TargetImage {
   constructor(
     readonly core: Core,
     readonly file: string,
-    debugRoot = "/usr/lib/debug",
+    readonly debugRoot: string = "/usr/lib/debug",
   ) {
     try {
       this.bytes = fs.readFileSync(file);
@@ -205,6 +206,43 @@ export class TargetImage {
     if (!this.dynIndex) return undefined;
     this.allSlots ??= this.dynIndex.slots();
     return this.allSlots.find((s) => s.address === address && s.type === type);
+  }
+
+  private flagCache?: { flags: FileFlags; from: string };
+
+  /**
+   * The compile flags the target records (flags.ts): its compile units from its own
+   * .debug_info, else from its debug file (the one its symbols came from, or the one
+   * found by build-id), and its .GCC.command.line; `from` names the file read.
+   */
+  recordedFlags(): { flags: FileFlags; from: string } {
+    if (this.flagCache) return this.flagCache;
+    let flags = readFlags(this.core, this.elf);
+    let from = this.file;
+    if (!flags.units.length && !flags.unreadable) {
+      const fromDebug = (elf: ElfReader, name: string) => {
+        const g = readFlags(this.core, elf);
+        if (g.units.length || g.unreadable) {
+          flags = { ...g, switches: flags.switches.length ? flags.switches : g.switches };
+          from = name;
+        }
+      };
+      if (this.symElf !== this.elf) {
+        fromDebug(this.symElf, this.symbolSource);
+      } else {
+        const debug = path.join(this.debugRoot, ".build-id", this.buildId.slice(0, 2), `${this.buildId.slice(2)}.debug`);
+        if (fs.existsSync(debug)) {
+          const elf = new ElfReader(this.core, fs.readFileSync(debug), debug);
+          try {
+            if (elf.info.buildId === this.buildId) fromDebug(elf, debug);
+          } finally {
+            elf.close();
+          }
+        }
+      }
+    }
+    this.flagCache = { flags, from };
+    return this.flagCache;
   }
 
   /** Thread-pointer offset of the target's TLS variable at `value` in its TLS segment (an executable's). */
