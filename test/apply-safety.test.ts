@@ -11,7 +11,7 @@ import { closeSync, openSync, readFileSync, writeSync } from "node:fs";
 import { afterAll, describe, expect, it } from "vitest";
 import { nodeCore } from "../src/node/core-file.js";
 import { parseMaps } from "../src/apply/maps.js";
-import { ProcessUnwind, SAFETY_STACK_WINDOW, type SafetyVerdict } from "../src/apply/safety.js";
+import { ProcessUnwind, SAFETY_STACK_WINDOW, waitTarget, type SafetyVerdict } from "../src/apply/safety.js";
 import type { Range } from "../src/apply/contract.js";
 import type { RegionHeader } from "../src/apply/region.js";
 import type { FoundRegion } from "../src/apply/status.js";
@@ -36,6 +36,7 @@ enum { F, SPIN, SIGNAL, WINDOW, OTHER, RT, JIT };
 enum { SLEEP, READ, FUTEX };
 
 struct job {
+  volatile int release; /* first: its address is the job's, printed */
   int mode, depth, park;
   volatile int in_f;
   void *ra, *cfa;
@@ -53,7 +54,7 @@ static int (*jit)(struct job *, int (*)(struct job *));
 
 static void say(struct job *j) {
   char buf[160];
-  int n = snprintf(buf, sizeof buf, "thread %s %ld %d %p %p\n", names[j->mode], (long)syscall(SYS_gettid), j->depth, j->ra, j->cfa);
+  int n = snprintf(buf, sizeof buf, "thread %s %ld %d %p %p %p\n", names[j->mode], (long)syscall(SYS_gettid), j->depth, j->ra, j->cfa, (void *)j);
   pthread_mutex_lock(&out_lock);
   if (write(1, buf, n) != n) abort();
   pthread_mutex_unlock(&out_lock);
@@ -77,7 +78,7 @@ __attribute__((noipa)) int f(struct job *j, int level) {
   if (j->mode != SIGNAL && j->mode != RT) say(j);
   if (j->mode == F || j->mode == JIT) park(j->park);
   j->in_f = 1;
-  while (forever) __asm__ volatile("" ::: "memory");
+  while (forever && !j->release) __asm__ volatile("" ::: "memory");
   return level;
 }
 
@@ -180,7 +181,7 @@ function build(name: string, flags: string[]): string {
   return exe;
 }
 
-interface ThreadLine { mode: string; tid: number; depth: number; ra: bigint; cfa: bigint }
+interface ThreadLine { mode: string; tid: number; depth: number; ra: bigint; cfa: bigint; job: bigint }
 interface Fixture {
   pid: number;
   exe: string;
@@ -231,8 +232,8 @@ async function startFixture(jobs: string[], flags: string[] = []): Promise<Fixtu
     for (const l of lines) {
       let m;
       if ((m = /^sym (\S+) 0x([0-9a-f]+)$/.exec(l))) fx.sym[m[1]] = BigInt("0x" + m[2]);
-      else if ((m = /^thread (\S+) (\d+) (\d+) (\S+) (\S+)$/.exec(l)))
-        fx.threads.push({ mode: m[1], tid: Number(m[2]), depth: Number(m[3]), ra: ptr(m[4]), cfa: ptr(m[5]) });
+      else if ((m = /^thread (\S+) (\d+) (\d+) (\S+) (\S+) (\S+)$/.exec(l)))
+        fx.threads.push({ mode: m[1], tid: Number(m[2]), depth: Number(m[3]), ra: ptr(m[4]), cfa: ptr(m[5]), job: ptr(m[6]) });
     }
     expect(fx.threads.length).toBe(jobs.length);
     // Parked threads: wait until each is inside its blocking syscall.
@@ -333,9 +334,9 @@ describe("ProcessUnwind on a stopped process", () => {
         expect(b, `thread ${t.tid}`).toBeDefined();
         expect(b!.how).toBe("precise");
         expect(b!.range).toEqual(f);
-        // where f's outermost frame (called by h) returns to, and its CFA: as f itself saw them
+        // where f's outermost frame (called by h) returns to, and its return slot (CFA - 8): as f itself saw them
         expect(hex(b!.returnAddr)).toBe(hex(t.ra));
-        expect(hex(b!.returnSp)).toBe(hex(t.cfa));
+        expect(hex(b!.returnSp)).toBe(hex(t.cfa - 8n));
         expect(b!.returnAddr >= fx.range("h").lo && b!.returnAddr < fx.range("h").hi).toBe(true);
         // the outermost f frame is a return address into f (f's recursive call, or its call of park)
         expect(b!.pc - 1n >= f.lo && b!.pc - 1n < f.hi).toBe(true);
@@ -363,9 +364,40 @@ describe("ProcessUnwind on a stopped process", () => {
         expect(b).toBeDefined();
         expect(b.depth).toBe(t.depth);
         expect(hex(b.returnAddr)).toBe(hex(t.ra));
-        expect(hex(b.returnSp)).toBe(hex(t.cfa));
+        expect(hex(b.returnSp)).toBe(hex(t.cfa - 8n));
       }
     } finally {
+      await done(fx);
+    }
+  });
+
+  it("waitReturn on the blocker's return address and return slot (waitTarget) sees the thread leave f", async () => {
+    const fx = await fixture(["spin:3", "other:0:sleep"]);
+    const maps = parseMaps(readFileSync(`/proc/${fx.pid}/maps`, "utf8"), "maps");
+    const pu = ProcessUnwind.prepare(core, { pid: fx.pid, maps });
+    const tracer = Tracer.open({ core });
+    try {
+      const f = fx.range("f");
+      const t = fx.threads.find((x) => x.mode === "spin")!;
+      await tracer.attach(fx.pid);
+      const v = await pu.check(tracer, await tracer.stopWorld({ window: SAFETY_STACK_WINDOW }), [f], []);
+      expect(v.blockers.length).toBe(1);
+      const b = v.blockers[0];
+      expect(b).toMatchObject({ tid: t.tid, depth: 3, returnAddr: t.ra, returnSp: t.cfa - 8n });
+      // let it leave f (its loop ends on job->release), and wait where the check said
+      await tracer.writeData(t.job, Uint8Array.of(1, 0, 0, 0));
+      const w = waitTarget(b)!;
+      expect(w).toEqual({ addr: t.ra, sp: t.cfa - 8n }); // the return slot
+      const r = await tracer.waitReturn(b.tid, w.addr, { sp: w.sp, timeoutMs: 10_000 });
+      expect(r.hit).toBe(true);
+      expect(r.rsp).toBe(t.cfa); // the stack pointer once f's outermost frame returned: its CFA
+      const v2 = await pu.check(tracer, await tracer.stopWorld({ window: SAFETY_STACK_WINDOW }), [f], []);
+      await tracer.resumeAll();
+      expect(v2).toMatchObject({ safe: true, blockers: [] });
+    } finally {
+      pu.close();
+      await tracer.detach().catch(() => undefined);
+      await tracer.close();
       await done(fx);
     }
   });
@@ -405,7 +437,7 @@ describe("ProcessUnwind on a stopped process", () => {
       const b = v.blockers[0];
       expect(b).toMatchObject({ tid: t.tid, kind: "inside", how: "precise" });
       expect(hex(b.returnAddr)).toBe(hex(t.ra));
-      expect(hex(b.returnSp)).toBe(hex(t.cfa));
+      expect(hex(b.returnSp)).toBe(hex(t.cfa - 8n));
       // the handler's frames are on the alternate stack: the f frames were found past the signal frame,
       // on the thread's own stack (read as a second segment)
       expect(v.stats!.reads).toBeGreaterThan(0);
@@ -431,7 +463,7 @@ describe("ProcessUnwind on a stopped process", () => {
       expect(v.blockers.length).toBe(1);
       expect(v.blockers[0]).toMatchObject({ tid: t.tid, kind: "inside", how: "precise", depth: expect.any(Number) });
       expect(hex(v.blockers[0].returnAddr)).toBe(hex(t.ra));
-      expect(hex(v.blockers[0].returnSp)).toBe(hex(t.cfa));
+      expect(hex(v.blockers[0].returnSp)).toBe(hex(t.cfa - 8n));
       expect(v.stats!.conservative).toBe(0);
     } finally {
       await done(fx);
@@ -511,7 +543,7 @@ describe("ProcessUnwind on a stopped process", () => {
         const b = got.get(`${t.tid} inside`)!;
         expect(b, `thread ${t.tid}`).toBeDefined();
         expect(hex(b.returnAddr)).toBe(hex(t.ra));
-        expect(hex(b.returnSp)).toBe(hex(t.cfa));
+        expect(hex(b.returnSp)).toBe(hex(t.cfa - 8n));
       }
     } finally {
       await done(fx);

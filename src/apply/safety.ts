@@ -9,8 +9,8 @@
 //   function    no frame (pc, or return address - 1) inside a function being replaced
 //               (its forbidden ranges: the old function and its .cold/.part pieces, or
 //               patch code about to be freed). The caller waits on the return address
-//               of the OUTERMOST such frame (`returnAddr`, with the stack pointer it
-//               returns with, `returnSp`): once that frame returned, no frame of the
+//               of the OUTERMOST such frame (`returnAddr`, with its return slot CFA - 8,
+//               `returnSp`, as Tracer.waitReturn takes them): once it returned, no frame of the
 //               thread is inside any of them any more, except by a new call, which
 //               takes the new code.
 //
@@ -61,7 +61,12 @@ export interface Blocker {
   pc: bigint;
   /** "inside": where the outermost frame inside `range` returns to; 0n when unknown (conservative scan) */
   returnAddr: bigint;
-  /** the stack pointer once it has returned (its CFA); 0n when unknown */
+  /**
+   * "inside": its return slot, CFA - 8 (the CFA is the stack pointer once it has
+   * returned): what Tracer.waitReturn takes as `sp`, which hits when the thread
+   * executes `returnAddr` with rsp > `sp`, i.e. once this frame returned (a deeper
+   * recursive call returning to the same address has a lower rsp). 0n when unknown.
+   */
   returnSp: bigint;
   /** frame depth (0: the innermost); -1 for a stack word of the conservative scan */
   depth: number;
@@ -503,7 +508,7 @@ export class ProcessUnwind {
             range: forbidden[res.rangeId],
             pc: res.pc,
             returnAddr: conservative ? 0n : res.returnAddr,
-            returnSp: conservative || res.returnAddr === 0n ? 0n : res.returnSp,
+            returnSp: conservative || res.returnAddr === 0n ? 0n : res.returnSp - 8n,
             depth: conservative ? -1 : res.depth,
             how,
           });
@@ -717,6 +722,16 @@ function decodePointer(b: Uint8Array, off: number, enc: number, hdrAddr: bigint,
     default: throw new Error(`${name}: .eh_frame_hdr eh_frame_ptr encoding 0x${enc.toString(16)}`);
   }
   return BigInt.asUintN(64, x);
+}
+
+/**
+ * Where to wait for an "inside" blocker to leave, as Tracer.waitReturn takes it:
+ * `waitReturn(b.tid, addr, { sp })`. null when the return address is unknown (a
+ * conservative hit, a window): resume and back off instead.
+ */
+export function waitTarget(b: Blocker): { addr: bigint; sp: bigint } | null {
+  if (b.kind !== "inside" || b.returnAddr === 0n || b.returnSp === 0n) return null;
+  return { addr: b.returnAddr, sp: b.returnSp };
 }
 
 /** The thread's pc as the check sees it, for messages. */
