@@ -110,6 +110,19 @@ describe("makePackage: compile flags", () => {
     ]);
   });
 
+  it("a target whose debug sections are compressed: not compared, and the build report says why", () => {
+    const p = program(["-O2", "-g", ...SECTIONS], ["-O1", "-g", ...SECTIONS]);
+    execFileSync("objcopy", ["--compress-debug-sections=zlib", p.target]);
+    expect(run("readelf", ["-SW", p.target])).toMatch(/\.debug_info\s+PROGBITS\s+\S+\s+\S+\s+\S+\s+\S+\s+C/);
+    // The flags are not compared (a note says why); the proof of identity then refuses the -O1 code.
+    expect(refusal(() => build(p))).toMatch(/^proof of identity: fix\.o: (step|main): /);
+    const same = program(["-O2", "-g", ...SECTIONS], ["-O2", "-g", ...SECTIONS]);
+    execFileSync("objcopy", ["--compress-debug-sections=zlib", same.target]);
+    expect(build(same).notes).toEqual([
+      `fix.o: compile unit fix.c: flags not compared with the target's: its debug information cannot be read (${same.target}: .debug_info is compressed (SHF_COMPRESSED): decompress it first (objcopy --decompress-debug-sections))`,
+    ]);
+  });
+
   it("a stripped target: its debug file, found by build-id, says how it was compiled", () => {
     const p = program(["-O2", "-g", ...SECTIONS], ["-O1", "-g", ...SECTIONS]);
     const stripped = `${p.target}.stripped`;
