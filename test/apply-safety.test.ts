@@ -195,7 +195,7 @@ interface Fixture {
 const SYSCALL = { sleep: 230 /* clock_nanosleep */, read: 0, futex: 202 } as const;
 
 async function startFixture(jobs: string[], flags: string[] = []): Promise<Fixture> {
-  const exe = build(flags.length ? "safety-nocfi" : "safety", flags);
+  const exe = build(flags.length ? `safety-${built.size}` : "safety", flags);
   const proc = spawn(exe, jobs, { stdio: ["ignore", "pipe", "inherit"] });
   const lines: string[] = [];
   let buf = "";
@@ -365,6 +365,15 @@ describe("ProcessUnwind on a stopped process", () => {
         expect(b.depth).toBe(t.depth);
         expect(hex(b.returnAddr)).toBe(hex(t.ra));
         expect(hex(b.returnSp)).toBe(hex(t.cfa - 8n));
+      }
+      // f and h both replaced: the outermost frame inside either is h's, which returns into g
+      const h = fx.range("h"), g = fx.range("g");
+      const v2 = await checkFixture(fx, [f, h], []);
+      expect(v2.blockers.length).toBe(2);
+      for (const b of v2.blockers) {
+        expect(b.range).toEqual(h);
+        expect(b.returnAddr > g.lo && b.returnAddr < g.hi).toBe(true);
+        expect(b.depth).toBe(fx.threads.find((x) => x.tid === b.tid)!.depth + 1);
       }
     } finally {
       await done(fx);
@@ -561,6 +570,27 @@ describe("ProcessUnwind on a stopped process", () => {
       expect(b!.how).toMatch(/^conservative: /);
       expect(v.blockers.length).toBe(1);
       expect(v.stats!.conservative).toBeGreaterThan(0);
+    } finally {
+      await done(fx);
+    }
+  });
+
+  it("an executable linked without .eh_frame_hdr: its .eh_frame from the file's sections, precise as before", async () => {
+    const fx = await fixture(["f:2:sleep", "other:0:sleep"], ["-Wl,--no-eh-frame-hdr"]);
+    try {
+      expect(run("readelf", ["-lW", fx.exe])).not.toMatch(/GNU_EH_FRAME/);
+      const f = fx.range("f");
+      let info: { fromHdr: boolean; fdes: number } | undefined;
+      const v = await checkFixture(fx, [f], [], SAFETY_STACK_WINDOW, (pu) => {
+        const m = pu.modules.find((x) => x.path === fx.exe)!;
+        expect(m.skipped).toBeUndefined();
+        info = pu.registry.moduleInfo(m.id);
+      });
+      expect(info!.fromHdr).toBe(false);
+      expect(info!.fdes).toBeGreaterThan(5);
+      const t = fx.threads.find((x) => x.mode === "f")!;
+      expect(v.blockers.length).toBe(1);
+      expect(v.blockers[0]).toMatchObject({ tid: t.tid, kind: "inside", how: "precise", returnAddr: t.ra, returnSp: t.cfa - 8n });
     } finally {
       await done(fx);
     }

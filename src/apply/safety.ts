@@ -43,6 +43,7 @@
 //        https://gitlab.com/x86-psABIs/x86-64-ABI (3.7 Stack Unwind Algorithm)
 import { readFileSync, readdirSync } from "node:fs";
 import type { Core } from "../core/instance.js";
+import { ElfReader } from "../core/elf.js";
 import { CfiRegistry, StackScan, type StackSegment } from "../core/stack.js";
 import type { Tracer, World, ThreadState } from "../shim/index.js";
 import type { Range } from "./contract.js";
@@ -292,11 +293,12 @@ export class ProcessUnwind {
         const pm: PreparedModule = { path: mod.path, start: mod.start, end: mod.end, id: 0 };
         modules.push(pm);
         try {
-          const r = addModuleFromMemory(registry, mem, mod);
+          let r = addModuleFromMemory(registry, mem, mod);
+          if (r.id === 0 && mod.inode !== 0) r = addModuleFromFile(core, registry, target.pid, mod);
           pm.id = r.id;
           pm.signalCie = r.signalCie;
           if (pm.id) pm.fdes = registry.moduleInfo(pm.id).fdes;
-          else pm.skipped = "no PT_GNU_EH_FRAME";
+          else pm.skipped = "no PT_GNU_EH_FRAME, and no .eh_frame section in its file";
         } catch (e) {
           pm.skipped = (e as Error).message;
         }
@@ -650,6 +652,36 @@ function addModuleFromMemory(reg: CfiRegistry, mem: MemoryReader, mod: ProcessMo
   if (end <= ehAddr) throw new Error(`${name}: .eh_frame at ${hex(ehAddr)} is outside the mapped module`);
   const eh = mem.read(ehAddr, Number(end - ehAddr));
   return { id: reg.addModule(eh, ehAddr, hdr, hdrAddr, `${name}: .eh_frame`), signalCie: hasSignalCie(eh) };
+}
+
+/**
+ * A module linked without .eh_frame_hdr (ld --no-eh-frame-hdr): its .eh_frame found
+ * through the section headers of its file, which memory does not hold. The file is
+ * the one mapped (/proc/PID/map_files: also when deleted or in another mount
+ * namespace), else the path as the target sees it (/proc/PID/root).
+ */
+function addModuleFromFile(core: Core, reg: CfiRegistry, pid: number, mod: ProcessModule): { id: number; signalCie: boolean } {
+  const m = mod.mappings[0];
+  let data: Uint8Array | undefined;
+  for (const path of [`/proc/${pid}/map_files/${m.start.toString(16)}-${m.end.toString(16)}`, `/proc/${pid}/root${mod.path}`]) {
+    try {
+      data = readFileSync(path);
+      break;
+    } catch {
+      /* next */
+    }
+  }
+  if (!data) return { id: 0, signalCie: false };
+  const elf = new ElfReader(core, data, mod.path);
+  try {
+    const eh = elf.unwindTables().ehFrame;
+    if (!eh || eh.size === 0) return { id: 0, signalCie: false };
+    const bias = mod.start - (elf.info.firstVaddr & ~(PAGE - 1n));
+    const bytes = data.subarray(eh.offset, eh.offset + eh.size);
+    return { id: reg.addModule(bytes, eh.addr + bias, undefined, 0n, `${mod.path}: .eh_frame`), signalCie: hasSignalCie(bytes) };
+  } finally {
+    elf.close();
+  }
 }
 
 /**
