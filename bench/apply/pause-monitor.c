@@ -2,14 +2,17 @@
  * The pause as the target sees it: an LD_PRELOAD library whose constructor starts a
  * thread that spins on the clock and records the largest gap between two consecutive
  * reads. While patchc has every thread stopped, this one is stopped too, so the gap it
- * records is the stop-the-world pause (plus scheduling noise, which is why the monitor
- * also reports the largest gap seen before the measurement window: the noise floor).
+ * records is the stop-the-world pause (plus scheduling noise: see the noise floor below).
  *
  * Results are published in a shared file the benchmark reads without stopping the
  * target: /dev/shm/patchc-monitor-<pid>, layout (all u64, nanoseconds):
  *   0 magic 0x31726f74696e6f6d ("monitor1")   8 largest gap   16 reads   24 window epoch
- * Writing any value to "window epoch" (offset 24) resets the largest gap: the bench
- * resets it right before an apply and reads it right after.
+ * Writing a new value to "window epoch" (offset 24) starts a new window: the monitor
+ * zeroes the largest gap at its next read and records from there. The bench starts a
+ * window right before an apply, waits for "reads" to move (published every 4096 reads,
+ * so it knows the monitor saw the new epoch and, after the apply, that it ran again),
+ * and reads the largest gap. The noise floor is a window of the same length without
+ * an apply.
  *
  * CLOCK_MONOTONIC through the vDSO costs ~20 ns a read, so gaps under ~1 us are noise.
  * Build: gcc -O2 -shared -fPIC -o pause-monitor.so pause-monitor.c -lpthread
@@ -51,6 +54,7 @@ static void *spin(void *arg)
 		if (shared->epoch != epoch) {
 			epoch = shared->epoch;
 			max = 0;
+			shared->max_gap_ns = 0;
 		} else if (gap > max) {
 			max = gap;
 			shared->max_gap_ns = max;

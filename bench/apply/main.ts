@@ -1,0 +1,385 @@
+// bench/apply: `patchc apply` on live fixture servers (bench/apply/fixture.ts), through the
+// library call applyPatch (src/apply/index.ts) in this process: no Node start-up counted.
+//
+// For 1, 10 and 100 worker threads, sleeping or busy, and patches of 1, 10 and 100
+// functions, each cell measures
+//   - the pause seen from inside the target: the largest gap of a monitor thread spinning
+//     on the clock in the target (bench/apply/pause-monitor.c, LD_PRELOAD), over a window
+//     opened right before the apply and closed after it;
+//   - the pause patchc reports (ApplyReport.pauseNs: first interrupt to last resume,
+//     measured in the tracer) and the whole apply as this process times it;
+// beside the floor measured in the same run on the same target: plain one-by-one ptrace
+// (bench/apply/floor.c: per thread PTRACE_INTERRUPT, waitpid, PTRACE_GETREGS, then
+// PTRACE_CONT each), seen by the same monitor. The noise floor is a monitor window of
+// the same length with nothing done. Applies and floor rounds take turns in blocks; every
+// apply is reverted before the next; the figures are medians.
+//
+// Then `--all`: 1000 processes of the fixture binary (1 sleeping thread each), patched
+// by the scan and the bounded-concurrency applies of src/apply/all.ts, as cost per
+// process against a single apply to one of them.
+//
+// BENCH_ONLY=sleep,busy,all picks parts; BENCH_THREADS=1,10 and BENCH_FUNCTIONS=1,10 pick
+// cells; BENCH_REPS (applies per cell and block, default 3). Progress goes to stderr.
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { copyFileSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { applyPatch, revertPatch } from "../../src/apply/index.js";
+import { applyAll, binaryIdentity, findProcesses } from "../../src/apply/all.js";
+import type { ApplyReport, Consistency } from "../../src/apply/contract.js";
+import { readPackageFile } from "../../src/format/reader.js";
+import { nodeCore } from "../../src/node/core-file.js";
+import { Tracer } from "../../src/shim/index.js";
+import { tracerPath } from "../../src/shim/load.js";
+import type { Core } from "../../src/core/instance.js";
+import { buildFixtures } from "./fixture.js";
+import { plotSvg, type PlotSeries } from "./plot.js";
+import { startServer, type Server } from "./target.js";
+
+const list = (v: string | undefined, d: number[]) => (v ? v.split(",").map(Number) : d);
+const only = process.env.BENCH_ONLY?.split(",");
+const want = (k: string) => !only || only.includes(k);
+const THREADS = list(process.env.BENCH_THREADS, [1, 10, 100]);
+const FUNCS = list(process.env.BENCH_FUNCTIONS, [1, 10, 100]);
+const REPS = Number(process.env.BENCH_REPS ?? 3);
+const BLOCKS = 2;
+const ALL_N = Number(process.env.BENCH_ALL ?? 1000);
+const CONSISTENCY = (process.env.BENCH_CONSISTENCY ?? "function") as Consistency;
+
+const log = (s: string) => process.stderr.write(`bench/apply: ${s}\n`);
+
+function median(v: number[]): number {
+  if (!v.length) return NaN;
+  const s = [...v].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
+
+function fmt(ns: number): string {
+  if (!Number.isFinite(ns)) return "-";
+  if (ns >= 1e9) return `${(ns / 1e9).toFixed(2)} s`;
+  if (ns >= 1e6) return `${(ns / 1e6).toFixed(2)} ms`;
+  return `${(ns / 1e3).toFixed(0)} us`;
+}
+
+const now = () => Number(process.hrtime.bigint());
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+const t0 = now();
+const fx = await buildFixtures(FUNCS);
+const core: Core = nodeCore();
+const pkgs = new Map(FUNCS.map((k) => [k, readPackageFile(core, fx.packages.get(k)!)]));
+log(`fixtures built in ${fmt(now() - t0)} (${fx.dir})`);
+
+const live = new Set<Server>();
+const cleanup = () => {
+  for (const s of live) s.kill();
+  live.clear();
+};
+process.on("exit", cleanup);
+
+interface Floor {
+  ns: number[];
+  gap: number[];
+  partial?: { stopped: number; of: number; ns: number };
+}
+
+/** Plain one-by-one rounds on the target (budget per round). */
+function floor(pid: number, rounds: number, budgetMs: number): Floor {
+  const out = execFileSync(fx.floor, [String(pid), String(rounds), String(budgetMs)], { encoding: "utf8" });
+  const line = (k: string) => out.split("\n").find((l) => l.startsWith(k + " "))!.split(" ").slice(1).map(Number);
+  const ns = line("ns");
+  const gap = line("gap");
+  const stopped = line("stopped");
+  const of = line("threads")[0];
+  const cut = stopped.findIndex((s) => s < of);
+  return cut < 0 ? { ns, gap } : { ns, gap, partial: { stopped: stopped[cut], of, ns: ns[cut] } };
+}
+
+interface Cell {
+  kind: "sleep" | "busy";
+  threads: number;
+  functions: number;
+  variant: string;
+  gap: number[];
+  pause: number[];
+  pauseTotal: number[];
+  total: number[];
+  attempts: number[];
+  waited: number[];
+  failures: string[];
+}
+
+interface TargetRow {
+  kind: "sleep" | "busy";
+  threads: number;
+  floorNs: number[];
+  floorGap: number[];
+  partial?: Floor["partial"];
+  noise: number[];
+  /** the shim alone: stopWorld then resumeAll from JavaScript, per tracer variant */
+  shimGap: Map<string, number[]>;
+  shimPause: Map<string, number[]>;
+  cells: Cell[];
+}
+
+// The tracer executable applyPatch starts (shim/build/Release/patchc-tracer), and with
+// BENCH_TRACER_ALT=PATH a second one, swapped in by rename between blocks: the two take
+// turns on the same targets in the same run (an A/B of a tracer change).
+const tracerFile = tracerPath();
+const variants: Array<{ name: string; file: string }> = [{ name: "current", file: join(fx.dir, "tracer-current") }];
+copyFileSync(tracerFile, variants[0].file);
+if (process.env.BENCH_TRACER_ALT) {
+  variants.push({ name: "alt", file: join(fx.dir, "tracer-alt") });
+  copyFileSync(process.env.BENCH_TRACER_ALT, variants[1].file);
+}
+function install(v: { file: string }): void {
+  copyFileSync(v.file, tracerFile + ".bench");
+  renameSync(tracerFile + ".bench", tracerFile);
+}
+process.on("exit", () => install(variants[0]));
+
+async function applyOnce(s: Server, cell: Cell): Promise<void> {
+  const m = s.monitor!;
+  await m.reset();
+  const a = now();
+  let report: ApplyReport;
+  try {
+    const pkg = readPackageFile(core, fx.packages.get(cell.functions)!);
+    report = await applyPatch(s.pid, pkg, { core, consistency: CONSISTENCY });
+  } catch (e) {
+    cell.failures.push(e instanceof Error ? e.message : String(e));
+    return;
+  }
+  const total = now() - a;
+  cell.gap.push(await m.gap());
+  cell.pause.push(report.pauseNs);
+  cell.pauseTotal.push(report.pauseTotalNs);
+  cell.total.push(total);
+  cell.attempts.push(report.attempts);
+  cell.waited.push(report.waitedNs);
+  await revertPatch(s.pid, report.patchId, { core });
+  await sleep(5);
+}
+
+/** Stop and resume through the shim with nothing in between but the round trip to JavaScript. */
+async function shimRounds(s: Server, row: TargetRow, variant: string, rounds: number): Promise<void> {
+  const t = Tracer.open({ core });
+  try {
+    await t.attach(s.pid);
+    for (let i = 0; i < rounds; i++) {
+      await s.monitor!.reset();
+      await t.stopWorld();
+      const r = await t.resumeAll();
+      row.shimGap.get(variant)!.push(await s.monitor!.gap());
+      row.shimPause.get(variant)!.push(r.pauseNs);
+      await sleep(5);
+    }
+  } finally {
+    await t.close();
+  }
+}
+
+async function benchTarget(kind: "sleep" | "busy", threads: number): Promise<TargetRow> {
+  const s = await startServer(fx.server, kind, threads, fx.monitor);
+  live.add(s);
+  try {
+    await sleep(50);
+    const row: TargetRow = {
+      kind,
+      threads,
+      floorNs: [],
+      floorGap: [],
+      noise: [],
+      shimGap: new Map(variants.map((v) => [v.name, []])),
+      shimPause: new Map(variants.map((v) => [v.name, []])),
+      cells: variants.flatMap((v) => FUNCS.map((functions) => ({ kind, threads, functions, variant: v.name, gap: [], pause: [], pauseTotal: [], total: [], attempts: [], waited: [], failures: [] }))),
+    };
+    // one-by-one stops of 100 busy threads take seconds (each waits for its turn on a CPU)
+    const busyMany = kind === "busy" && threads >= 100;
+    for (let b = 0; b < BLOCKS; b++) {
+      const f = floor(s.pid, busyMany ? 1 : 3, busyMany ? 10000 : 60000);
+      row.floorNs.push(...f.ns);
+      row.floorGap.push(...f.gap);
+      row.partial ??= f.partial;
+      for (const v of b % 2 ? [...variants].reverse() : variants) {
+        install(v);
+        await shimRounds(s, row, v.name, REPS);
+        for (const cell of row.cells) if (cell.variant === v.name) for (let r = 0; r < REPS; r++) await applyOnce(s, cell);
+      }
+      // the noise floor: a window as long as an apply, with nothing done
+      const len = Math.max(5, median(row.cells.flatMap((c) => c.total)) / 1e6);
+      for (let r = 0; r < 3; r++) {
+        await s.monitor!.reset();
+        await sleep(len);
+        row.noise.push(await s.monitor!.gap());
+      }
+    }
+    install(variants[0]);
+    return row;
+  } finally {
+    s.kill();
+    live.delete(s);
+  }
+}
+
+const rows: TargetRow[] = [];
+for (const kind of ["sleep", "busy"] as const) {
+  if (!want(kind)) continue;
+  for (const n of THREADS) {
+    log(`${n} ${kind === "sleep" ? "sleeping" : "busy"} threads`);
+    rows.push(await benchTarget(kind, n));
+  }
+}
+
+// ---- --all --------------------------------------------------------------------
+
+interface AllResult {
+  n: number;
+  single: number[];
+  singlePause: number[];
+  wallNs: number;
+  scanNs: number;
+  ok: number;
+  failed: string[];
+  pause: number[];
+  jobs: number;
+  functions: number;
+}
+
+async function benchAll(): Promise<AllResult> {
+  const k = FUNCS.includes(10) ? 10 : FUNCS[0];
+  const procs: ChildProcess[] = [];
+  const kill = () => {
+    for (const p of procs) p.kill("SIGKILL");
+  };
+  process.on("exit", kill);
+  try {
+    for (let i = 0; i < ALL_N; i++) procs.push(spawn(fx.server, ["sleep", "1"], { stdio: ["pipe", "ignore", "inherit"] }));
+    // ready: main + one worker
+    const t = Date.now();
+    for (const p of procs) {
+      while (readdirSync(`/proc/${p.pid}/task`).length < 2) {
+        if (Date.now() - t > 60000) throw new Error(`--all: process ${p.pid} not ready`);
+        await sleep(5);
+      }
+    }
+    const pkg = readPackageFile(core, fx.packages.get(k)!);
+    const single: number[] = [];
+    const singlePause: number[] = [];
+    for (let r = 0; r < 5; r++) {
+      const a = now();
+      const rep = await applyPatch(procs[0].pid!, readPackageFile(core, fx.packages.get(k)!), { core, consistency: CONSISTENCY });
+      single.push(now() - a);
+      singlePause.push(rep.pauseNs);
+      await revertPatch(procs[0].pid!, rep.patchId, { core });
+    }
+    const jobs = Number(process.env.BENCH_JOBS ?? 8);
+    const cores = Array.from({ length: jobs }, () => nodeCore());
+    const a = now();
+    const p = readPackageFile(core, fx.packages.get(k)!);
+    const id = binaryIdentity(core, fx.server);
+    const scan = findProcesses(core, id, { self: process.pid });
+    const scanNs = now() - a;
+    const outcomes = await applyAll(
+      scan.matched.map((m) => m.pid),
+      (pid, slot) => applyPatch(pid, p, { core: cores[slot], consistency: CONSISTENCY }),
+      { jobs },
+    );
+    const wallNs = now() - a;
+    const mine = new Set(procs.map((q) => q.pid));
+    const ok = outcomes.filter((o) => o.ok && mine.has(o.pid));
+    return {
+      n: ALL_N,
+      single,
+      singlePause,
+      wallNs,
+      scanNs,
+      ok: ok.length,
+      failed: outcomes.filter((o) => !o.ok).map((o) => (o.ok ? "" : `${o.pid}: ${o.error.reason}`)),
+      pause: ok.map((o) => (o.ok ? o.report.pauseNs : 0)),
+      jobs,
+      functions: k,
+    };
+  } finally {
+    kill();
+  }
+}
+
+let all: AllResult | undefined;
+if (want("all")) {
+  log(`--all over ${ALL_N} processes`);
+  all = await benchAll();
+}
+
+// ---- results ------------------------------------------------------------------
+
+const kindName = (k: "sleep" | "busy", n: number) => `${n} ${k === "sleep" ? "sleeping" : "busy"}`;
+const cellOf = (r: TargetRow, f: number, v = "current") => r.cells.find((c) => c.functions === f && c.variant === v)!;
+console.log("\n### apply\n");
+console.log(`consistency: ${CONSISTENCY}; ${REPS * BLOCKS} applies per cell (each reverted), one-by-one floor rounds taking turns with them; medians\n`);
+console.log("| threads | functions | pause seen by the target | floor seen by the target | ratio | pause patchc reports | shim stop + resume alone | whole apply | floor timed by itself | noise floor | note |");
+console.log("|---|---|---|---|---|---|---|---|---|---|---|");
+for (const r of rows) {
+  const fGap = median(r.floorGap);
+  for (const f of FUNCS) {
+    const c = cellOf(r, f);
+    const notes: string[] = [];
+    const att = c.attempts.filter((a) => a > 1);
+    if (att.length) notes.push(`${att.length} of ${c.attempts.length} applies waited for a thread to leave (${fmt(median(c.waited))} median wait, up to ${Math.max(...c.attempts)} attempts; pause summed over attempts ${fmt(median(c.pauseTotal))})`);
+    if (c.failures.length) notes.push(`${c.failures.length} failed: ${[...new Set(c.failures)].join("; ")}`);
+    if (r.partial) notes.push(`one-by-one stopped ${r.partial.stopped} of ${r.partial.of} threads in ${fmt(r.partial.ns)} and was cut short: the floor is a lower bound`);
+    const g = median(c.gap);
+    const lb = r.partial ? "> " : "";
+    console.log(
+      `| ${kindName(r.kind, r.threads)} | ${c.functions} | ${fmt(g)} | ${lb}${fmt(fGap)} | ${Number.isFinite(g) ? (r.partial ? "< " : "") + (g / fGap).toFixed(2) + "x" : "-"} | ${fmt(median(c.pause))} | ${fmt(median(r.shimGap.get("current")!))} (tracer: ${fmt(median(r.shimPause.get("current")!))}) | ${fmt(median(c.total))} | ${lb}${fmt(median(r.floorNs))} | ${fmt(median(r.noise))} | ${notes.join("; ")} |`,
+    );
+  }
+}
+if (variants.length > 1) {
+  console.log(`\n#### tracer A/B: current = ${tracerFile}, alt = ${process.env.BENCH_TRACER_ALT} (taking turns in the same run)\n`);
+  console.log("| threads | functions | pause seen by the target, current | alt | alt / current | pause patchc reports, current | alt | shim stop + resume seen by the target, current | alt |");
+  console.log("|---|---|---|---|---|---|---|---|---|");
+  for (const r of rows) {
+    for (const f of FUNCS) {
+      const c = cellOf(r, f);
+      const d = cellOf(r, f, "alt");
+      console.log(
+        `| ${kindName(r.kind, r.threads)} | ${f} | ${fmt(median(c.gap))} | ${fmt(median(d.gap))} | ${(median(d.gap) / median(c.gap)).toFixed(2)}x | ${fmt(median(c.pause))} | ${fmt(median(d.pause))} | ${fmt(median(r.shimGap.get("current")!))} | ${fmt(median(r.shimGap.get("alt")!))} |`,
+      );
+    }
+  }
+}
+if (all) {
+  const per = all.wallNs / all.n;
+  const single = median(all.single);
+  console.log("\n| --all | processes | whole run | per process | single apply | ratio | pause patchc reports | note |");
+  console.log("|---|---|---|---|---|---|---|---|");
+  console.log(
+    `| ${all.functions} functions | ${all.n} (1 sleeping thread each) | ${fmt(all.wallNs)} | ${fmt(per)} | ${fmt(single)} | ${(per / single).toFixed(2)}x | ${fmt(median(all.pause))} median, ${fmt(Math.max(...all.pause))} max | scan of /proc ${fmt(all.scanNs)}; ${all.jobs} applies at a time (src/apply/all.ts applyAll); ${all.ok} patched${all.failed.length ? `, ${all.failed.length} failed: ${[...new Set(all.failed.map((f) => f.replace(/^\d+: /, "")))].slice(0, 3).join("; ")}` : ""} |`,
+  );
+}
+console.log(`\nbench/apply: ${fmt(now() - t0)} in all`);
+
+// ---- plot ---------------------------------------------------------------------
+
+if (rows.length) {
+  const colors = ["#1f77b4", "#2ca02c", "#d62728"];
+  const panels = (["sleep", "busy"] as const)
+    .filter((k) => rows.some((r) => r.kind === k))
+    .map((k) => {
+      const rs = rows.filter((r) => r.kind === k);
+      const series: PlotSeries[] = [{ label: "floor: one-by-one ptrace", color: "#000", dash: "6,4", points: rs.map((r) => ({ threads: r.threads, value: median(r.floorGap) / 1e6 })) }];
+      FUNCS.forEach((f, i) =>
+        series.push({ label: `patchc, ${f} function${f > 1 ? "s" : ""}`, color: colors[i % colors.length], points: rs.map((r) => ({ threads: r.threads, value: median(cellOf(r, f).gap) / 1e6 })).filter((p) => Number.isFinite(p.value)) }),
+      );
+      return { title: k === "sleep" ? "sleeping threads" : "busy threads", series };
+    });
+  const svg = plotSvg("patchc apply: pause seen by the target (pause monitor), medians", panels, [
+    { label: "goal for 10 functions, 1 thread: 0.5 ms", value: 0.5 },
+    { label: "libpulp ~2.1 ms", value: 2.1 },
+    { label: "libcare ~4.4 ms", value: 4.4 },
+  ], THREADS);
+  writeFileSync("docs/bench-apply.svg", svg);
+  log("wrote docs/bench-apply.svg");
+}
+cleanup();
+rmSync(fx.dir, { recursive: true, force: true });
