@@ -14,6 +14,12 @@
  * and reads the largest gap. The noise floor is a window of the same length without
  * an apply.
  *
+ * PATCHC_MONITOR_NICE=N in the target's environment sets the monitor thread's nice value
+ * (the bench uses -20, as root): on a shared, loaded machine a nice-0 monitor is
+ * preempted by other processes for whole timeslices (several ms), which would hide
+ * pauses of a few hundred microseconds; at -20 it keeps its CPU nearly always. The
+ * target's own threads keep their priority.
+ *
  * CLOCK_MONOTONIC through the vDSO costs ~20 ns a read, so gaps under ~1 us are noise.
  * Build: gcc -O2 -shared -fPIC -o pause-monitor.so pause-monitor.c -lpthread
  */
@@ -22,6 +28,8 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
@@ -45,6 +53,9 @@ static uint64_t now_ns(void)
 static void *spin(void *arg)
 {
 	(void)arg;
+	const char *nice = getenv("PATCHC_MONITOR_NICE");
+	if (nice)
+		setpriority(PRIO_PROCESS, (id_t)gettid(), atoi(nice));
 	uint64_t epoch = shared->epoch, max = 0, reads = 0;
 	uint64_t prev = now_ns();
 	for (;;) {
