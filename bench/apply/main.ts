@@ -19,7 +19,7 @@
 // process against a single apply to one of them.
 //
 // BENCH_ONLY=sleep,busy,all picks parts; BENCH_THREADS=1,10 and BENCH_FUNCTIONS=1,10 pick
-// cells; BENCH_REPS (applies per cell and block, default 3). Progress goes to stderr.
+// cells; BENCH_REPS (applies per cell and block, default 4). Progress goes to stderr.
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { copyFileSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -31,6 +31,8 @@ import { nodeCore } from "../../src/node/core-file.js";
 import { Tracer } from "../../src/shim/index.js";
 import { tracerPath } from "../../src/shim/load.js";
 import type { Core } from "../../src/core/instance.js";
+import { splitPause, type PauseSplit } from "./breakdown.js";
+import { SAFETY_STACK_WINDOW } from "../../src/apply/safety.js";
 import { buildFixtures } from "./fixture.js";
 import { plotSvg, type PlotSeries } from "./plot.js";
 import { startServer, type Server } from "./target.js";
@@ -40,7 +42,7 @@ const only = process.env.BENCH_ONLY?.split(",");
 const want = (k: string) => !only || only.includes(k);
 const THREADS = list(process.env.BENCH_THREADS, [1, 10, 100]);
 const FUNCS = list(process.env.BENCH_FUNCTIONS, [1, 10, 100]);
-const REPS = Number(process.env.BENCH_REPS ?? 3);
+const REPS = Number(process.env.BENCH_REPS ?? 4);
 const BLOCKS = 2;
 const ALL_N = Number(process.env.BENCH_ALL ?? 1000);
 const CONSISTENCY = (process.env.BENCH_CONSISTENCY ?? "function") as Consistency;
@@ -130,6 +132,9 @@ interface Cell {
   total: number[];
   attempts: number[];
   waited: number[];
+  splits: PauseSplit[];
+  /** ms from the call to each phase ApplyOptions.onPhase reports, and to the return ("end") */
+  phases: Array<Record<string, number>>;
   failures: string[];
 }
 
@@ -143,6 +148,9 @@ interface TargetRow {
   /** the shim alone: stopWorld then resumeAll from JavaScript, per tracer variant */
   shimGap: Map<string, number[]>;
   shimPause: Map<string, number[]>;
+  /** the same with the safety check's stack windows read in the stop */
+  shimWinGap: number[];
+  shimWinPause: number[];
   cells: Cell[];
 }
 
@@ -174,7 +182,12 @@ async function applyOnce(s: Server, cell: Cell): Promise<void> {
   let report: ApplyReport;
   try {
     const pkg = readPackageFile(core, fx.packages.get(cell.functions)!);
-    report = await applyPatch(s.pid, pkg, { core, consistency: CONSISTENCY });
+    const ph: Record<string, number> = {};
+    const r = await splitPause(() => applyPatch(s.pid, pkg, { core, consistency: CONSISTENCY, onPhase: (p) => void (ph[p] = (now() - a) / 1e6) }));
+    ph.end = (now() - a) / 1e6;
+    report = r.value;
+    if (r.split) cell.splits.push(r.split);
+    cell.phases.push(ph);
   } catch (e) {
     cell.failures.push(e instanceof Error ? e.message : String(e));
     return;
@@ -196,12 +209,20 @@ async function shimRounds(s: Server, row: TargetRow, variant: string, rounds: nu
   try {
     await t.attach(s.pid);
     for (let i = 0; i < rounds; i++) {
-      await s.monitor!.reset();
-      await t.stopWorld();
-      const r = await t.resumeAll();
-      row.shimGap.get(variant)!.push(await s.monitor!.gap());
-      row.shimPause.get(variant)!.push(r.pauseNs);
-      await sleep(5);
+      for (const window of variant === "current" ? [0, SAFETY_STACK_WINDOW] : [0]) {
+        await s.monitor!.reset();
+        await t.stopWorld({ window });
+        const r = await t.resumeAll();
+        const gap = await s.monitor!.gap();
+        if (window) {
+          row.shimWinGap.push(gap);
+          row.shimWinPause.push(r.pauseNs);
+        } else {
+          row.shimGap.get(variant)!.push(gap);
+          row.shimPause.get(variant)!.push(r.pauseNs);
+        }
+        await sleep(5);
+      }
     }
   } finally {
     await t.close();
@@ -221,12 +242,14 @@ async function benchTarget(kind: "sleep" | "busy", threads: number): Promise<Tar
       noise: [],
       shimGap: new Map(variants.map((v) => [v.name, []])),
       shimPause: new Map(variants.map((v) => [v.name, []])),
-      cells: variants.flatMap((v) => FUNCS.map((functions) => ({ kind, threads, functions, variant: v.name, gap: [], pause: [], pauseTotal: [], total: [], attempts: [], waited: [], failures: [] }))),
+      shimWinGap: [],
+      shimWinPause: [],
+      cells: variants.flatMap((v) => FUNCS.map((functions) => ({ kind, threads, functions, variant: v.name, gap: [], pause: [], pauseTotal: [], total: [], attempts: [], waited: [], splits: [], phases: [], failures: [] }))),
     };
     // one-by-one stops of 100 busy threads take seconds (each waits for its turn on a CPU)
     const busyMany = kind === "busy" && threads >= 100;
     for (let b = 0; b < BLOCKS; b++) {
-      const f = floor(s.pid, busyMany ? 1 : 3, busyMany ? 10000 : 60000);
+      const f = floor(s.pid, busyMany ? 1 : 5, busyMany ? 10000 : 60000);
       row.floorNs.push(...f.ns);
       row.floorGap.push(...f.gap);
       row.partial ??= f.partial;
@@ -364,6 +387,28 @@ for (const r of rows) {
     );
   }
 }
+console.log("\n#### where the pause goes (the successful stop of each apply, medians per step)\n");
+console.log(`| threads | functions | pause patchc reports | stop (tracer) | of which reading registers and ${SAFETY_STACK_WINDOW / 1024} KiB stack windows | safety check (JavaScript, stack reads included) | other JavaScript | patch + resume (tracer) | transit to JavaScript and back | stack reads in the check | the shim's stop + resume alone, with the windows (tracer) |`);
+console.log("|---|---|---|---|---|---|---|---|---|---|---|");
+for (const r of rows) {
+  for (const f of FUNCS) {
+    const sp = cellOf(r, f).splits;
+    const m = (k: keyof PauseSplit) => median(sp.map((x) => x[k]));
+    if (sp.length) console.log(`| ${kindName(r.kind, r.threads)} | ${f} | ${fmt(m("pause"))} | ${fmt(m("stop"))} | ${fmt(m("stopRead"))} | ${fmt(m("check"))} | ${fmt(m("otherJs"))} | ${fmt(m("patch"))} | ${fmt(m("transit"))} | ${m("reads")} | ${fmt(median(r.shimWinPause))} |`);
+  }
+}
+console.log("\n#### where the whole apply goes (ApplyOptions.onPhase, medians of the time from one phase to the next)\n");
+const PH = ["resolve", "map", "stop", "done", "end"];
+console.log("| threads | functions | whole apply | reading the package | resolve: target, references, plan, unwind tables | map: region, fill, warm-up | stop, check, patch, resume (waits included) | after |");
+console.log("|---|---|---|---|---|---|---|---|");
+for (const r of rows) {
+  for (const f of FUNCS) {
+    const ps = cellOf(r, f).phases.filter((p) => PH.every((k) => k in p));
+    if (!ps.length) continue;
+    const d = (i: number) => fmt(median(ps.map((p) => (i < 0 ? p[PH[0]] : p[PH[i + 1]] - p[PH[i]]))) * 1e6);
+    console.log(`| ${kindName(r.kind, r.threads)} | ${f} | ${fmt(median(ps.map((p) => p.end)) * 1e6)} | ${d(-1)} | ${d(0)} | ${d(1)} | ${d(2)} | ${d(3)} |`);
+  }
+}
 if (variants.length > 1) {
   console.log(`\n#### tracer A/B: current = ${tracerFile}, alt = ${process.env.BENCH_TRACER_ALT} (taking turns in the same run)\n`);
   console.log("| threads | functions | pause seen by the target, current | alt | alt / current | pause patchc reports, current | alt | shim stop + resume seen by the target, current | alt |");
@@ -397,7 +442,10 @@ if (rows.length) {
     .filter((k) => rows.some((r) => r.kind === k))
     .map((k) => {
       const rs = rows.filter((r) => r.kind === k);
-      const series: PlotSeries[] = [{ label: "floor: one-by-one ptrace", color: "#000", dash: "6,4", points: rs.map((r) => ({ threads: r.threads, value: median(r.floorGap) / 1e6 })) }];
+      const series: PlotSeries[] = [
+        { label: "floor: one-by-one ptrace", color: "#000", dash: "6,4", points: rs.map((r) => ({ threads: r.threads, value: median(r.floorGap) / 1e6 })) },
+        { label: "the shim's stop + resume alone", color: "#999", dash: "2,2", points: rs.map((r) => ({ threads: r.threads, value: median(r.shimGap.get("current")!) / 1e6 })) },
+      ];
       FUNCS.forEach((f, i) =>
         series.push({ label: `patchc, ${f} function${f > 1 ? "s" : ""}`, color: colors[i % colors.length], points: rs.map((r) => ({ threads: r.threads, value: median(cellOf(r, f).gap) / 1e6 })).filter((p) => Number.isFinite(p.value)) }),
       );

@@ -29,7 +29,7 @@ export interface PlotRef {
 
 const W = 460;
 const H = 340;
-const M = { l: 62, r: 16, t: 34, b: 46 };
+const M = { l: 84, r: 16, t: 34, b: 46 };
 
 function esc(s: string): string {
   return s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
@@ -45,7 +45,8 @@ export function plotSvg(title: string, panels: PlotPanel[], refs: PlotRef[], xs:
   const hi = Math.pow(10, Math.ceil(Math.log10(Math.max(...all))));
   const x0 = Math.min(...xs);
   const x1 = Math.max(...xs);
-  const px = (t: number) => M.l + ((Math.log10(t) - Math.log10(x0)) / (Math.log10(x1) - Math.log10(x0) || 1)) * (W - M.l - M.r);
+  const pad = 24;
+  const px = (t: number) => M.l + pad + ((Math.log10(t) - Math.log10(x0)) / (Math.log10(x1) - Math.log10(x0) || 1)) * (W - M.l - M.r - 2 * pad);
   const py = (v: number) => H - M.b - ((Math.log10(Math.max(v, lo)) - Math.log10(lo)) / (Math.log10(hi) - Math.log10(lo))) * (H - M.t - M.b);
   const legendH = 18 * (panels[0]?.series.length ?? 0) + 8;
   const out: string[] = [];
@@ -70,7 +71,7 @@ export function plotSvg(title: string, panels: PlotPanel[], refs: PlotRef[], xs:
       g.push(`<text x="${x}" y="${H - M.b + 16}" text-anchor="middle">${t}</text>`);
     }
     g.push(`<text x="${(M.l + W - M.r) / 2}" y="${H - 10}" text-anchor="middle">threads</text>`);
-    g.push(`<text transform="translate(14,${(M.t + H - M.b) / 2}) rotate(-90)" text-anchor="middle">pause seen by the target</text>`);
+    g.push(`<text transform="translate(16,${(M.t + H - M.b) / 2}) rotate(-90)" text-anchor="middle">pause seen by the target</text>`);
     for (const r of refs) {
       const y = py(r.value);
       g.push(`<line x1="${M.l}" y1="${y}" x2="${W - M.r}" y2="${y}" stroke="#b55" stroke-dasharray="2,3"/>`);

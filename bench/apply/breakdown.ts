@@ -1,0 +1,94 @@
+// Where the pause goes: the bench wraps (in its own bundle, nothing changed in src/) the
+// three steps of the successful stop of an apply and splits ApplyReport.pauseNs into
+//   stop       Tracer.stopWorld, in the tracer: first PTRACE_INTERRUPT to its reply
+//   check      ProcessUnwind.check as JavaScript sees it (its stack reads through the tracer included)
+//   other JS   the rest of the JavaScript between stopWorld's reply and the patchAndResume request
+//   patch      Tracer.patchAndResume, in the tracer: site check, write, resume of every thread
+//   transit    what remains: the reply's trip to JavaScript and the request's trip back
+//              (socket, wakeups of the JavaScript thread and of the tracer)
+// All in nanoseconds. process.hrtime and the tracer read the same CLOCK_MONOTONIC.
+import { ProcessUnwind } from "../../src/apply/safety.js";
+import { Tracer, type World } from "../../src/shim/index.js";
+
+export interface PauseSplit {
+  stop: number;
+  /** of which reading registers and stack windows */
+  stopRead: number;
+  check: number;
+  otherJs: number;
+  patch: number;
+  transit: number;
+  pause: number;
+  /** tracer requests made by the check (stack reads) */
+  reads: number;
+}
+
+interface Open {
+  stopNs: number;
+  readNs: number;
+  stoppedAt: number;
+  checkNs: number;
+  reads: number;
+  inCheck: boolean;
+}
+
+const now = () => Number(process.hrtime.bigint());
+let recording = false;
+let open: Open | undefined;
+let last: PauseSplit | undefined;
+
+const stopWorld = Tracer.prototype.stopWorld;
+Tracer.prototype.stopWorld = async function (this: Tracer, ...args: Parameters<Tracer["stopWorld"]>): Promise<World> {
+  const w = await stopWorld.apply(this, args);
+  if (recording) open = { stopNs: w.totalNs, readNs: w.readNs, stoppedAt: now(), checkNs: 0, reads: 0, inCheck: false };
+  return w;
+};
+
+const readMemory = Tracer.prototype.readMemory;
+Tracer.prototype.readMemory = function (this: Tracer, ...args: Parameters<Tracer["readMemory"]>) {
+  if (open?.inCheck) open.reads++;
+  return readMemory.apply(this, args);
+};
+
+const check = ProcessUnwind.prototype.check;
+ProcessUnwind.prototype.check = async function (this: ProcessUnwind, ...args: Parameters<ProcessUnwind["check"]>) {
+  const o = open;
+  const t = now();
+  if (o) o.inCheck = true;
+  try {
+    return await check.apply(this, args);
+  } finally {
+    if (o) {
+      o.inCheck = false;
+      o.checkNs += now() - t;
+    }
+  }
+};
+
+const patchAndResume = Tracer.prototype.patchAndResume;
+Tracer.prototype.patchAndResume = async function (this: Tracer, ...args: Parameters<Tracer["patchAndResume"]>) {
+  const o = open;
+  const calledAt = now();
+  const r = await patchAndResume.apply(this, args);
+  if (recording && o) {
+    const js = calledAt - o.stoppedAt;
+    const patch = r.checkNs + r.writeNs + r.resumeNs;
+    last = { stop: o.stopNs, stopRead: o.readNs, check: o.checkNs, otherJs: js - o.checkNs, patch, transit: r.pauseNs - o.stopNs - js - patch, pause: r.pauseNs, reads: o.reads };
+  }
+  open = undefined;
+  return r;
+};
+
+/** Runs `fn` (one apply) and returns the split of its successful stop, if it had one. */
+export async function splitPause<T>(fn: () => Promise<T>): Promise<{ value: T; split?: PauseSplit }> {
+  recording = true;
+  last = undefined;
+  open = undefined;
+  try {
+    const value = await fn();
+    return { value, split: last };
+  } finally {
+    recording = false;
+    open = undefined;
+  }
+}
