@@ -92,3 +92,47 @@ export async function splitPause<T>(fn: () => Promise<T>): Promise<{ value: T; s
     open = undefined;
   }
 }
+
+// Time spent in the shim's requests and in the unwind tables' preparation during one
+// apply, by name (wall time as JavaScript sees it; concurrent requests of --all overlap).
+export type CallTimes = Record<string, { ns: number; calls: number }>;
+let calls: CallTimes | undefined;
+
+function wrap<T extends object>(obj: T, name: string, label: string | ((args: unknown[]) => string)): void {
+  const o = obj as Record<string, unknown>;
+  const f = o[name] as (...a: unknown[]) => unknown;
+  o[name] = function (this: unknown, ...args: unknown[]) {
+    const c = calls;
+    if (!c) return f.apply(this, args);
+    const t = now();
+    const done = () => {
+      const l = typeof label === "string" ? label : label(args);
+      const e = (c[l] ??= { ns: 0, calls: 0 });
+      e.ns += now() - t;
+      e.calls++;
+    };
+    const r = f.apply(this, args);
+    if (r instanceof Promise) return r.finally(done);
+    done();
+    return r;
+  };
+}
+
+wrap(Tracer, "open", "Tracer.open (start the tracer process)");
+// leaves only (read() calls readMemory(), mmap() and the others call syscall())
+for (const m of ["attach", "begin", "commit", "writeText", "writeData", "readMemory", "call", "syscallSite", "stopWorld", "patchAndResume", "resumeAll", "waitReturn", "close"])
+  if (typeof (Tracer.prototype as unknown as Record<string, unknown>)[m] === "function") wrap(Tracer.prototype, m, `tracer ${m}`);
+const SYSCALLS: Record<number, string> = { 3: "close", 9: "mmap", 10: "mprotect", 11: "munmap", 77: "ftruncate", 319: "memfd_create" };
+wrap(Tracer.prototype, "syscall", (a) => `tracer remote ${SYSCALLS[Number(a[1])] ?? "syscall " + String(a[1])}`);
+wrap(ProcessUnwind, "prepare", "ProcessUnwind.prepare (unwind tables of every module)");
+
+/** Runs `fn` and returns the time of each wrapped call made while it ran. */
+export async function timeCalls<T>(fn: () => Promise<T>): Promise<{ value: T; calls: CallTimes }> {
+  const mine: CallTimes = {};
+  calls = mine;
+  try {
+    return { value: await fn(), calls: mine };
+  } finally {
+    calls = undefined;
+  }
+}

@@ -23,7 +23,7 @@
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { copyFileSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { applyPatch, revertPatch } from "../../src/apply/index.js";
+import { ApplyError, applyPatch, revertPatch } from "../../src/apply/index.js";
 import { applyAll, binaryIdentity, findProcesses } from "../../src/apply/all.js";
 import type { ApplyReport, Consistency } from "../../src/apply/contract.js";
 import { readPackageFile } from "../../src/format/reader.js";
@@ -31,7 +31,7 @@ import { nodeCore } from "../../src/node/core-file.js";
 import { Tracer } from "../../src/shim/index.js";
 import { tracerPath } from "../../src/shim/load.js";
 import type { Core } from "../../src/core/instance.js";
-import { splitPause, type PauseSplit } from "./breakdown.js";
+import { splitPause, timeCalls, type CallTimes, type PauseSplit } from "./breakdown.js";
 import { SAFETY_STACK_WINDOW } from "../../src/apply/safety.js";
 import { buildFixtures } from "./fixture.js";
 import { plotSvg, type PlotSeries } from "./plot.js";
@@ -46,6 +46,8 @@ const REPS = Number(process.env.BENCH_REPS ?? 4);
 const BLOCKS = 2;
 const ALL_N = Number(process.env.BENCH_ALL ?? 1000);
 const CONSISTENCY = (process.env.BENCH_CONSISTENCY ?? "function") as Consistency;
+// how long an apply waits for busy threads to leave the replaced functions (default 5000)
+const TIMEOUT_MS = Number(process.env.BENCH_TIMEOUT_MS ?? 2000);
 
 const log = (s: string) => process.stderr.write(`bench/apply: ${s}\n`);
 
@@ -135,6 +137,10 @@ interface Cell {
   splits: PauseSplit[];
   /** ms from the call to each phase ApplyOptions.onPhase reports, and to the return ("end") */
   phases: Array<Record<string, number>>;
+  calls: CallTimes[];
+  /** applies that timed out (BUSY) with whole-function consistency and were made with "entry" */
+  entryApplies: number;
+  busyTimeouts: string[];
   failures: string[];
 }
 
@@ -175,7 +181,7 @@ function restoreTracer(): void {
 }
 process.on("exit", restoreTracer);
 
-async function applyOnce(s: Server, cell: Cell): Promise<void> {
+async function applyOnce(s: Server, cell: Cell, consistency = CONSISTENCY): Promise<void> {
   const m = s.monitor!;
   await m.reset();
   const a = now();
@@ -183,12 +189,21 @@ async function applyOnce(s: Server, cell: Cell): Promise<void> {
   try {
     const pkg = readPackageFile(core, fx.packages.get(cell.functions)!);
     const ph: Record<string, number> = {};
-    const r = await splitPause(() => applyPatch(s.pid, pkg, { core, consistency: CONSISTENCY, onPhase: (p) => void (ph[p] = (now() - a) / 1e6) }));
+    const tc = await timeCalls(() => splitPause(() => applyPatch(s.pid, pkg, { core, consistency, timeoutMs: TIMEOUT_MS, onPhase: (p) => void (ph[p] = (now() - a) / 1e6) })));
+    const r = tc.value;
     ph.end = (now() - a) / 1e6;
     report = r.value;
     if (r.split) cell.splits.push(r.split);
     cell.phases.push(ph);
+    cell.calls.push(tc.calls);
   } catch (e) {
+    if (e instanceof ApplyError && e.code === "BUSY" && consistency === "function") {
+      // Busy threads inside the replaced functions at every stop until the timeout: the
+      // comparison with the floor needs an apply, so this one is made with "entry".
+      cell.busyTimeouts.push(e.message);
+      cell.entryApplies++;
+      return applyOnce(s, cell, "entry");
+    }
     cell.failures.push(e instanceof Error ? e.message : String(e));
     return;
   }
@@ -244,7 +259,7 @@ async function benchTarget(kind: "sleep" | "busy", threads: number): Promise<Tar
       shimPause: new Map(variants.map((v) => [v.name, []])),
       shimWinGap: [],
       shimWinPause: [],
-      cells: variants.flatMap((v) => FUNCS.map((functions) => ({ kind, threads, functions, variant: v.name, gap: [], pause: [], pauseTotal: [], total: [], attempts: [], waited: [], splits: [], phases: [], failures: [] }))),
+      cells: variants.flatMap((v) => FUNCS.map((functions) => ({ kind, threads, functions, variant: v.name, gap: [], pause: [], pauseTotal: [], total: [], attempts: [], waited: [], splits: [], phases: [], calls: [], entryApplies: 0, busyTimeouts: [], failures: [] }))),
     };
     // one-by-one stops of 100 busy threads take seconds (each waits for its turn on a CPU)
     const busyMany = kind === "busy" && threads >= 100;
@@ -296,6 +311,7 @@ interface AllResult {
   pause: number[];
   jobs: number;
   functions: number;
+  calls: CallTimes;
 }
 
 async function benchAll(): Promise<AllResult> {
@@ -332,11 +348,14 @@ async function benchAll(): Promise<AllResult> {
     const id = binaryIdentity(core, fx.server);
     const scan = findProcesses(core, id, { self: process.pid });
     const scanNs = now() - a;
-    const outcomes = await applyAll(
-      scan.matches.map((m) => m.pid),
-      (pid, slot) => applyPatch(pid, p, { core: cores[slot], consistency: CONSISTENCY }),
-      { jobs },
+    const tc = await timeCalls(() =>
+      applyAll(
+        scan.matches.map((m) => m.pid),
+        (pid, slot) => applyPatch(pid, p, { core: cores[slot], consistency: CONSISTENCY }),
+        { jobs },
+      ),
     );
+    const outcomes = tc.value;
     const wallNs = now() - a;
     const mine = new Set(procs.map((q) => q.pid));
     const ok = outcomes.filter((o) => o.ok && mine.has(o.pid));
@@ -351,6 +370,7 @@ async function benchAll(): Promise<AllResult> {
       pause: ok.map((o) => (o.ok ? o.report.pauseNs : 0)),
       jobs,
       functions: k,
+      calls: tc.calls,
     };
   } finally {
     kill();
@@ -378,6 +398,7 @@ for (const r of rows) {
     const notes: string[] = [];
     const att = c.attempts.filter((a) => a > 1);
     if (att.length) notes.push(`${att.length} of ${c.attempts.length} applies waited for a thread to leave (${fmt(median(c.waited))} median wait, up to ${Math.max(...c.attempts)} attempts; pause summed over attempts ${fmt(median(c.pauseTotal))})`);
+    if (c.entryApplies) notes.push(`${c.entryApplies} applies with whole-function consistency timed out after ${TIMEOUT_MS} ms (a busy thread inside a replaced function at every stop: "${c.busyTimeouts[0]}") and were made again with consistency "entry"`);
     if (c.failures.length) notes.push(`${c.failures.length} failed: ${[...new Set(c.failures)].join("; ")}`);
     if (r.partial) notes.push(`one-by-one stopped ${r.partial.stopped} of ${r.partial.of} threads in ${fmt(r.partial.ns)} and was cut short: the floor is a lower bound`);
     const g = median(c.gap);
@@ -407,6 +428,27 @@ for (const r of rows) {
     if (!ps.length) continue;
     const d = (i: number) => fmt(median(ps.map((p) => (i < 0 ? p[PH[0]] : p[PH[i + 1]] - p[PH[i]]))) * 1e6);
     console.log(`| ${kindName(r.kind, r.threads)} | ${f} | ${fmt(median(ps.map((p) => p.end)) * 1e6)} | ${d(-1)} | ${d(0)} | ${d(1)} | ${d(2)} | ${d(3)} |`);
+  }
+}
+{
+  // where the rest of the whole apply goes: the shim's requests and the unwind tables
+  const fn = FUNCS.includes(10) ? 10 : FUNCS[0];
+  const cols = rows.filter((r) => r.kind === "sleep").map((r) => ({ name: `${kindName(r.kind, r.threads)}, ${fn} functions: median per apply`, calls: cellOf(r, fn).calls }));
+  const labels = new Set<string>();
+  for (const c of cols) for (const x of c.calls) for (const k of Object.keys(x)) labels.add(k);
+  if (all) for (const k of Object.keys(all.calls)) labels.add(k);
+  if (labels.size) {
+    console.log("\n#### the calls inside an apply (wall time as JavaScript sees it; count in parentheses)\n");
+    const heads = cols.map((c) => c.name).concat(all ? [`--all: sum over ${all.n} processes / ${all.n} (${all.jobs} at a time: overlapping)`] : []);
+    console.log(`| call | ${heads.join(" | ")} |`);
+    console.log(`|---|${heads.map(() => "---").join("|")}|`);
+    const med = (c: CallTimes[], k: string, f: "ns" | "calls") => median(c.map((x) => x[k]?.[f] ?? 0));
+    const order = [...labels].sort((x, y) => (cols[0] ? med(cols[0].calls, y, "ns") - med(cols[0].calls, x, "ns") : 0));
+    for (const k of order) {
+      const cells = cols.map((c) => `${fmt(med(c.calls, k, "ns"))} (${med(c.calls, k, "calls")})`);
+      if (all) cells.push(`${fmt((all.calls[k]?.ns ?? 0) / all.n)} (${((all.calls[k]?.calls ?? 0) / all.n).toFixed(1)})`);
+      console.log(`| ${k} | ${cells.join(" | ")} |`);
+    }
   }
 }
 if (variants.length > 1) {
