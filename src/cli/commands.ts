@@ -2,5 +2,8 @@
 import type { Command } from "./command.js";
 import { buildCommand } from "./build-command.js";
 import { inspectCommand } from "./inspect-command.js";
+import { applyCommand } from "./apply-command.js";
+import { revertCommand } from "./revert-command.js";
+import { statusCommand } from "./status-command.js";
 
-export const commands: Command[] = [buildCommand, inspectCommand];
+export const commands: Command[] = [buildCommand, inspectCommand, applyCommand, revertCommand, statusCommand];

@@ -6,6 +6,7 @@ import { helpText, parseArgs, UsageError } from "./options.js";
 import { CoreError } from "../core/instance.js";
 import { PackageError } from "../format/errors.js";
 import { BuildError } from "../build/errors.js";
+import { ApplyError } from "../apply/errors.js";
 
 declare const __PATCHC_VERSION__: string | undefined;
 
@@ -36,7 +37,7 @@ export async function main(argv: readonly string[], io: Output): Promise<number>
       io.err(`patchc: ${e.message}\n`);
       return EXIT_USAGE;
     }
-    if (e instanceof UserError || e instanceof CoreError || e instanceof PackageError || e instanceof BuildError || isSystemError(e)) {
+    if (e instanceof UserError || e instanceof CoreError || e instanceof PackageError || e instanceof BuildError || e instanceof ApplyError || isSystemError(e)) {
       io.err(`patchc: ${(e as Error).message}\n`);
       return EXIT_FAILED;
     }

@@ -133,3 +133,23 @@ export function helpText(commands: readonly CommandSpec[], command?: string): st
     "",
   ].join("\n");
 }
+
+/** A process id argument: a positive decimal integer (usage error otherwise). */
+export function pidArg(text: string, command: string): number {
+  if (!/^[1-9][0-9]{0,9}$/.test(text) || Number(text) > 0x3fffffff) throw new UsageError(`\`patchc ${command}\`: ${text} is not a process id (a positive integer)`);
+  return Number(text);
+}
+
+/** A value of a number option that must be a positive integer, e.g. --timeout MS. */
+export function positiveInteger(value: number | undefined, option: string, what: string): number | undefined {
+  if (value === undefined) return undefined;
+  if (!Number.isInteger(value) || value <= 0) throw new UsageError(`--${option} ${value}: not ${what} (a positive integer)`);
+  return value;
+}
+
+/** A string option restricted to a few words, e.g. --consistency=function|entry. */
+export function choice<T extends string>(value: unknown, option: string, choices: readonly T[]): T | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== "string" || !(choices as readonly string[]).includes(value)) throw new UsageError(`--${option} ${String(value)}: give one of ${choices.join(", ")}`);
+  return value as T;
+}
