@@ -5,7 +5,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
 import { nodeCore } from "../src/node/core-file.js";
 import type { Core } from "../src/core/instance.js";
-import { ancestry, applyAll, binaryIdentity, findProcesses, mapsDevice, parentOf, readBuildIdNote, scanNotes } from "../src/apply/all.js";
+import { ancestry, applyAll, binaryIdentity, execModules, findProcesses, mapsDevice, parentOf, readBuildIdNote, scanNotes } from "../src/apply/all.js";
 import { parseMaps } from "../src/apply/maps.js";
 import { listModules, readModuleImage } from "../src/apply/modules.js";
 import { ProcMemory } from "../src/apply/proc-memory.js";
@@ -97,6 +97,11 @@ describe("apply --all: finding the processes", () => {
   it("reads BINARY's build-id, device and inode", () => {
     const id = binaryIdentity(core, fix);
     expect(id.buildId).toBe(readelfBuildId(fix));
+    expect(id.executable).toBe(true); // a PIE: DF_1_PIE
+    expect(binaryIdentity(core, lib).executable).toBe(false);
+    expect(binaryIdentity(core, LIBC).executable).toBe(false); // runnable, and a library
+    const nopie = scratch.gcc(scratch.write("nopie.c", "int main(void){return 0;}\n"), "nopie", ["-no-pie", "-Wl,--build-id"]);
+    expect(binaryIdentity(core, nopie).executable).toBe(true);
     expect(binaryIdentity(core, other).buildId).not.toBe(id.buildId);
     // The device as /proc/PID/maps prints it: our own executable's line.
     const self = parseMaps(fs.readFileSync("/proc/self/maps", "utf8"), "self").find((m) => m.path === fs.realpathSync(process.execPath))!;
@@ -121,8 +126,11 @@ describe("apply --all: finding the processes", () => {
     fs.rmSync(deleted);
     const o = await start(other);
     const u = await start(uselib);
-    const scan = findProcesses(core, binaryIdentity(core, fix));
+    const id = binaryIdentity(core, fix);
+    const scan = findProcesses(core, id);
     expect(scan.matches.map((m) => m.pid).sort()).toEqual([a.pid, b.pid, c.pid].sort());
+    // The program's file (/proc/PID/exe) and the modules in the maps say the same.
+    expect(findProcesses(core, { ...id, executable: false })).toEqual(scan);
     const by = Object.fromEntries(scan.matches.map((m) => [m.pid, m]));
     expect(by[a.pid]).toEqual({ pid: a.pid, path: fix, deleted: false, by: "inode" });
     expect(by[b.pid]).toEqual({ pid: b.pid, path: copy, deleted: false, by: "build-id" });
@@ -169,7 +177,7 @@ describe("apply --all: finding the processes", () => {
           if (mod.path === "[vdso]" || !mod.mappings.some((m) => m.exec)) continue;
           if (mod.end - mod.start > 1n << 30n) continue; // a file mapped twice at distant addresses: not one image
           const head = mod.mappings[0];
-          const cheap = readBuildIdNote(mem, mod.start, Number(head.end - head.start));
+          const cheap = readBuildIdNote((at, len) => mem.read(at, len), mod.start, head.end - head.start, "image");
           const image = readModuleImage(core, mem, pid, mod);
           try {
             expect(cheap, mod.path).toBe(image.info.buildId);
@@ -183,6 +191,20 @@ describe("apply --all: finding the processes", () => {
       }
     }
     expect(compared).toBeGreaterThanOrEqual(6); // uselib, libx, libc, ld.so; node, its libraries
+  });
+
+  it("finds the same executable modules in a maps text as modules.ts listModules", async () => {
+    const u = await start(uselib);
+    for (const pid of [u.pid, process.pid, process.ppid]) {
+      const text = fs.readFileSync(`/proc/${pid}/maps`, "utf8");
+      const lean = execModules(text);
+      const full = listModules(parseMaps(text, "maps")).filter((m) => m.path !== "[vdso]" && m.mappings.some((x) => x.exec));
+      expect(lean.map((m) => [m.path, m.deleted, m.start, m.headSize, m.key])).toEqual(
+        full.map((m) => [m.path, m.deleted, m.start, m.mappings[0].end - m.mappings[0].start, `${m.mappings[0].dev}:${m.inode}`]),
+      );
+    }
+    expect(execModules("")).toEqual([]);
+    expect(() => execModules("garbage\n")).toThrow(/not a maps line: "garbage"/);
   });
 
   it("scans notes totally: padding, other notes first, truncation", () => {

@@ -182,7 +182,7 @@ describe("output", () => {
   });
 
   it("summarises --all: counts, each failure with its reason, time per process, what was not touched", () => {
-    const id = { path: "/usr/sbin/server", buildId: "0123456789abcdef0123", dev: "fe:00", inode: 1 };
+    const id = { path: "/usr/sbin/server", buildId: "0123456789abcdef0123", dev: "fe:00", inode: 1, executable: true };
     const outcomes: ProcessOutcome[] = [
       { pid: 10, ok: true, report: { ...REPORT, pid: 10, pauseNs: 100_000 }, ms: 4 },
       { pid: 11, ok: false, error: { code: "BUSY", subject: "process 11, function parse", reason: "thread 12 stayed in parse until the timeout (5000 ms)", tid: 12 }, ms: 5000 },

@@ -1,17 +1,21 @@
 // `patchc apply --all BINARY FILE`: every process running that executable or having that
 // library loaded, matched by build-id, never by path; then the applies, in parallel.
 //
-// Finding the processes (findProcesses) reads, for each /proc/<pid>, its maps and
-// groups them into modules (modules.ts listModules). A module is BINARY when
-//   - its mapping is of the same file: the device and inode in /proc/PID/maps are those
-//     of stat(BINARY) (no memory read), or
-//   - the GNU build-id note read from the target's own image is BINARY's build-id: the
-//     ELF header, the program headers and the PT_NOTE segments only, a few hundred bytes
-//     through /proc/PID/mem (an upgraded file shows as "(deleted)" and a process in a
-//     container maps its own copy: same build, other inode).
-// A build-id read is remembered by device and inode for the rest of the scan: a mapped
-// file cannot be replaced under the same inode while it is mapped, and the libraries
-// every process shares (libc) are read once, not once per process.
+// Finding the processes (findProcesses) looks at each /proc/<pid> once, as cheaply as it can:
+//   - BINARY an executable only (ET_EXEC, or a PIE: DT_FLAGS_1 has DF_1_PIE, which ld.so
+//     refuses to load as a library): the process's own program, /proc/PID/exe. Its
+//     device and inode (stat) are BINARY's, or the build-id note read from that file
+//     (the magic link opens the process's file even when deleted or in a container) is
+//     BINARY's build-id. One stat per process.
+//   - otherwise (a library, or libc which is both): /proc/PID/maps, scanned line by line
+//     for the modules mapped executable (their offset-0 mapping: the ELF header). A module
+//     is BINARY when its device and inode in the maps are those of stat(BINARY), or the
+//     build-id note read from the target's own image (/proc/PID/mem: the ELF header, the
+//     program headers and the PT_NOTE segments only) is BINARY's build-id.
+// Either way a build-id read is remembered by device and inode for the rest of the scan:
+// a mapped file cannot be replaced under the same inode while it is mapped, so the
+// libraries every process shares (libc) are read once, not once per process. An upgraded
+// file ("(deleted)") or a container's copy has another inode and is read.
 //
 // Never touched: patchc itself, its ancestors (PPid from process.pid up to 1: the shell,
 // a supervisor, init, which may well have the same library loaded) and tracer processes
@@ -19,22 +23,23 @@
 // executable's device and inode, or their name, patchc-tracer).
 //
 //   ELF header (64 bytes)        e_phoff @32 u64, e_phentsize @54 u16 (56), e_phnum @56 u16
-//   Elf64_Phdr (56 bytes)        p_type @0 u32 (PT_LOAD 1, PT_NOTE 4), p_vaddr @16, p_filesz @32, p_align @48
-//   Elf64_Nhdr                   namesz u32, descsz u32, type u32 (NT_GNU_BUILD_ID 3), name "GNU\0", desc,
+//   Elf64_Phdr (56 bytes)        p_type @0 u32 (PT_LOAD 1, PT_NOTE 4), p_offset @8, p_vaddr @16,
+//                                p_filesz @32, p_align @48
+//   Elf64_Nhdr                   namesz u32, descsz u32, type u32 (NT_GNU_BUILD_ID 3), name "GNU\0", desc;
 //                                desc and the next note start at the segment's alignment (4 or 8),
 //                                counted from the start of the segment (so "GNU\0" at 12 ends at 16)
 // (System V gABI, "Program Header" and "Note Section": https://www.sco.com/developers/gabi/latest/ch5.pheader.html)
-// The image's first page (the offset-0 mapping, at the first PT_LOAD's page) holds the
-// header and, in every binary ld.bfd/lld/gold produce, the program headers; a note is at
-// its p_vaddr plus the load bias. Anything out of those bounds falls back to reading the
+// In an image the header and the program headers lie in the first page (the offset-0
+// mapping, at the first PT_LOAD's page: every binary ld.bfd/lld/gold produce), and a note
+// at its p_vaddr plus the load bias. Anything out of those bounds falls back to reading the
 // whole image with the core's ELF reader (modules.ts readModuleImage).
-import { readdirSync, readFileSync, statSync } from "node:fs";
+import { closeSync, fstatSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, statSync } from "node:fs";
 import type { Core } from "../core/instance.js";
 import { ElfReader } from "../core/elf.js";
 import { ApplyError, type ApplyErrorCode } from "./errors.js";
 import type { ApplyReport } from "./contract.js";
+import { listModules, readModuleImage } from "./modules.js";
 import { parseMaps } from "./maps.js";
-import { listModules, readModuleImage, type ProcessModule } from "./modules.js";
 import { ProcMemory, type MemoryReader } from "./proc-memory.js";
 import { tracerPath } from "../shim/load.js";
 
@@ -45,6 +50,8 @@ export interface BinaryIdentity {
   /** as /proc/PID/maps prints it: "fe:01" (major:minor, hex) */
   dev: string;
   inode: number;
+  /** only ever a process's program, never a library (ET_EXEC, or a PIE) */
+  executable: boolean;
 }
 
 /** A device number (stat's st_dev) as /proc/PID/maps prints it (glibc's major/minor split). */
@@ -54,7 +61,10 @@ export function mapsDevice(dev: bigint): string {
   return `${major.toString(16).padStart(2, "0")}:${minor.toString(16).padStart(2, "0")}`;
 }
 
-/** BINARY's build-id (the core's ELF reader over the file) and its device and inode. */
+const DT_FLAGS_1 = 0x6ffffffbn;
+const DF_1_PIE = 0x08000000n;
+
+/** BINARY's build-id (the core's ELF reader over the file), its device and inode, and whether it is a program only. */
 export function binaryIdentity(core: Core, path: string): BinaryIdentity {
   let bytes: Uint8Array;
   let st;
@@ -68,7 +78,8 @@ export function binaryIdentity(core: Core, path: string): BinaryIdentity {
   try {
     if (elf.info.type !== 2 && elf.info.type !== 3) throw new ApplyError("WRONG_BUILD", path, "not an executable or shared library (ET_EXEC or ET_DYN)");
     if (!elf.info.buildId) throw new ApplyError("WRONG_BUILD", path, "has no GNU build-id note: processes running it cannot be told apart from other builds");
-    return { path, buildId: elf.info.buildId, dev: mapsDevice(st.dev), inode: Number(st.ino) };
+    const pie = elf.dynamic().some((d) => d.tag === DT_FLAGS_1 && (d.val & DF_1_PIE) !== 0n);
+    return { path, buildId: elf.info.buildId, dev: mapsDevice(st.dev), inode: Number(st.ino), executable: elf.info.type === 2 || pie };
   } finally {
     elf.close();
   }
@@ -77,20 +88,23 @@ export function binaryIdentity(core: Core, path: string): BinaryIdentity {
 const NOTE_MAX = 1 << 16;
 const PHNUM_MAX = 512;
 
+type Read = (at: bigint, len: number) => Uint8Array;
+
 /**
- * The GNU build-id of the module whose ELF header is mapped at `start` (the first `headSize`
- * bytes of it being one mapping), read from the target's memory: undefined when it has
- * none, null when the header or notes are not where this cheap read looks (use the full image).
+ * The GNU build-id of an ELF module read piecewise: `layout` "image", the module as mapped
+ * at `start` whose first `size` bytes are one mapping; "file", the file (start 0, `size` its
+ * length). Undefined when it has none; null when the header or notes are not where this
+ * cheap read looks (then read the whole image).
  */
-export function readBuildIdNote(mem: MemoryReader, start: bigint, headSize: number): string | undefined | null {
-  if (headSize < 64) return null;
-  const eh = new DataView(mem.read(start, 64).buffer);
+export function readBuildIdNote(read: Read, start: bigint, size: bigint, layout: "image" | "file"): string | undefined | null {
+  if (size < 64n) return null;
+  const eh = new DataView(read(start, 64).buffer);
   if (eh.getUint32(0, true) !== 0x464c457f || eh.getUint8(4) !== 2 || eh.getUint8(5) !== 1) return null;
   const phoff = eh.getBigUint64(32, true);
   const phentsize = eh.getUint16(54, true);
   const phnum = eh.getUint16(56, true);
-  if (phentsize !== 56 || phnum === 0 || phnum > PHNUM_MAX || phoff + BigInt(phnum * 56) > BigInt(headSize)) return null;
-  const ph = new DataView(mem.read(start + phoff, phnum * 56).buffer);
+  if (phentsize !== 56 || phnum === 0 || phnum > PHNUM_MAX || phoff > size || BigInt(phnum * 56) > size - phoff) return null;
+  const ph = new DataView(read(start + phoff, phnum * 56).buffer);
   let firstVaddr: bigint | undefined;
   for (let i = 0; i < phnum && firstVaddr === undefined; i++) {
     if (ph.getUint32(i * 56, true) === 1) firstVaddr = ph.getBigUint64(i * 56 + 16, true) & ~0xfffn;
@@ -98,11 +112,19 @@ export function readBuildIdNote(mem: MemoryReader, start: bigint, headSize: numb
   if (firstVaddr === undefined) return null;
   for (let i = 0; i < phnum; i++) {
     if (ph.getUint32(i * 56, true) !== 4) continue;
-    const vaddr = ph.getBigUint64(i * 56 + 16, true);
     const filesz = ph.getBigUint64(i * 56 + 32, true);
     const align = ph.getBigUint64(i * 56 + 48, true) === 8n ? 8 : 4;
-    if (vaddr < firstVaddr || filesz > BigInt(NOTE_MAX)) return null;
-    const id = scanNotes(mem.read(start + (vaddr - firstVaddr), Number(filesz)), align);
+    const vaddr = ph.getBigUint64(i * 56 + 16, true);
+    if (filesz > BigInt(NOTE_MAX)) return null;
+    let at: bigint;
+    if (layout === "file") {
+      at = ph.getBigUint64(i * 56 + 8, true);
+      if (at > size || filesz > size - at) return null;
+    } else {
+      if (vaddr < firstVaddr) return null;
+      at = start + (vaddr - firstVaddr);
+    }
+    const id = scanNotes(read(at, Number(filesz)), align);
     if (id === null) return null;
     if (id !== undefined) return id;
   }
@@ -128,6 +150,29 @@ export function scanNotes(b: Uint8Array, align: number): string | undefined | nu
   return undefined;
 }
 
+/** The build-id of a file read through an open path (a /proc/PID/exe link), by its notes only. */
+function fileBuildId(core: Core, path: string): string | undefined {
+  const fd = openSync(path, "r");
+  try {
+    const size = BigInt(fstatSync(fd).size);
+    const read: Read = (at, len) => {
+      const b = new Uint8Array(len);
+      if (readSync(fd, b, 0, len, at) !== len) throw new Error(`${path}: short read at ${at}`);
+      return b;
+    };
+    const id = readBuildIdNote(read, 0n, size, "file");
+    if (id !== null) return id;
+    const elf = new ElfReader(core, readFileSync(fd), path);
+    try {
+      return elf.info.buildId;
+    } finally {
+      elf.close();
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /** pid -> parent pid, from /proc/PID/stat (field 4, after the parenthesised name); undefined if gone. */
 export function parentOf(pid: number, proc = "/proc"): number | undefined {
   try {
@@ -144,6 +189,57 @@ export function ancestry(self: number, proc = "/proc"): Set<number> {
   const out = new Set<number>();
   for (let p: number | undefined = self; p !== undefined && p > 0 && !out.has(p) && out.size < 4096; p = parentOf(p, proc)) out.add(p);
   return out;
+}
+
+/** A module mapped executable in a process, as the lean scan of its maps finds it. */
+export interface MappedModule {
+  /** "dev:inode" as in the maps */
+  key: string;
+  path: string;
+  deleted: boolean;
+  /** its offset-0 mapping (the ELF header) */
+  start: bigint;
+  headSize: bigint;
+  headReadable: boolean;
+}
+
+/**
+ * The file-backed modules of a maps text that have an executable mapping and an offset-0
+ * mapping (where their ELF header is): modules.ts listModules' selection, without a
+ * regular expression or a BigInt for the lines that do not matter (a process of a large
+ * program has thousands).
+ */
+export function execModules(text: string): MappedModule[] {
+  const heads = new Map<string, MappedModule>();
+  const exec = new Set<string>();
+  for (let p = 0; p < text.length; ) {
+    let eol = text.indexOf("\n", p);
+    if (eol < 0) eol = text.length;
+    // start-end perms offset dev inode [path]
+    const sp1 = text.indexOf(" ", p);
+    const sp2 = sp1 + 5;
+    const sp3 = text.indexOf(" ", sp2 + 1);
+    const sp4 = text.indexOf(" ", sp3 + 1);
+    const sp5 = text.indexOf(" ", sp4 + 1);
+    if (sp1 < 0 || sp5 < 0 || sp5 > eol || text[sp2] !== " ") throw new Error(`not a maps line: ${JSON.stringify(text.slice(p, Math.min(eol, p + 120)))}`);
+    const inode = text.slice(sp4 + 1, sp5);
+    if (inode !== "0") {
+      let q = sp5;
+      while (q < eol && text[q] === " ") q++;
+      const key = `${text.slice(sp3 + 1, sp4)}:${inode}`;
+      if (text[sp1 + 3] === "x") exec.add(key);
+      if (!heads.has(key) && /^0+$/.test(text.slice(sp2 + 1, sp3)) && text[q] === "/") {
+        let path = text.slice(q, eol);
+        const deleted = path.endsWith(" (deleted)");
+        if (deleted) path = path.slice(0, -" (deleted)".length);
+        const dash = text.indexOf("-", p);
+        const start = BigInt("0x" + text.slice(p, dash));
+        heads.set(key, { key, path, deleted, start, headSize: BigInt("0x" + text.slice(dash + 1, sp1)) - start, headReadable: text[sp1 + 1] === "r" });
+      }
+    }
+    p = eol + 1;
+  }
+  return [...heads.values()].filter((m) => exec.has(m.key));
 }
 
 export interface MatchedProcess {
@@ -163,65 +259,33 @@ export interface ProcessScan {
   scanned: number;
 }
 
+const denied = (e: unknown): boolean => ["EACCES", "EPERM"].includes((e as NodeJS.ErrnoException).code ?? "");
+
 /**
- * Every process (other than patchc, its ancestors and its children) that has the module
- * `id` mapped executable, by build-id. `self` is patchc's pid (a test may pose as another).
+ * Every process (other than patchc, its ancestors and tracers) that has the module `id`
+ * mapped executable, by build-id. `self` is patchc's pid (a test may pose as another).
  */
 export function findProcesses(core: Core, id: BinaryIdentity, opts: { self?: number; proc?: string } = {}): ProcessScan {
   const proc = opts.proc ?? "/proc";
   const self = opts.self ?? process.pid;
   const ancestors = ancestry(self, proc);
   const tracer = tracerFile();
-  const known = new Map<string, string | undefined>(); // dev:inode -> build-id
-  known.set(`${id.dev}:${id.inode}`, id.buildId);
+  const idKey = `${id.dev}:${id.inode}`;
+  const known = new Map<string, string | undefined>([[idKey, id.buildId]]); // dev:inode -> build-id
   const scan: ProcessScan = { matches: [], excluded: [], unreadable: [], scanned: 0 };
   const pids = readdirSync(proc)
     .filter((n) => /^\d+$/.test(n))
     .map(Number)
     .sort((a, b) => a - b);
   for (const pid of pids) {
-    let text: string;
+    let found: MatchedProcess | undefined;
     try {
-      text = readFileSync(`${proc}/${pid}/maps`, "utf8");
+      found = id.executable ? matchProgram(core, id, pid, proc, known) : matchModules(core, id, pid, proc, known);
     } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      if (code === "EACCES" || code === "EPERM") scan.unreadable.push(pid);
-      continue; // gone meanwhile (ENOENT, ESRCH)
+      if (denied(e)) scan.unreadable.push(pid);
+      continue; // gone meanwhile (ENOENT, ESRCH), or unreadable
     }
     scan.scanned++;
-    if (text === "") continue; // a kernel thread or a zombie
-    let found: MatchedProcess | undefined;
-    let mem: ProcMemory | undefined;
-    try {
-      for (const mod of listModules(parseMaps(text, `${proc}/${pid}/maps`))) {
-        if (mod.path === "[vdso]" || !mod.mappings.some((m) => m.exec)) continue;
-        const key = `${mod.mappings[0].dev}:${mod.inode}`;
-        let by: MatchedProcess["by"] = "build-id";
-        let buildId: string | undefined;
-        if (key === `${id.dev}:${id.inode}`) {
-          by = "inode";
-          buildId = id.buildId;
-        } else if (known.has(key)) {
-          buildId = known.get(key);
-        } else {
-          mem ??= new ProcMemory(pid); // throws when its memory is not ours to read
-          const read = moduleBuildId(core, mem, pid, mod);
-          if (read instanceof Error) continue; // unreadable now (it may be exiting): not remembered
-          buildId = read;
-          known.set(key, buildId);
-        }
-        if (buildId === id.buildId) {
-          found = { pid, path: mod.path, deleted: mod.deleted, by };
-          break;
-        }
-      }
-    } catch {
-      // Its memory is not ours to read, or it exited during the scan.
-      if (alive(pid, proc)) scan.unreadable.push(pid);
-      continue;
-    } finally {
-      mem?.close();
-    }
     if (!found) continue;
     if (pid === self) scan.excluded.push({ pid, why: "patchc" });
     else if (ancestors.has(pid)) scan.excluded.push({ pid, why: "ancestor" });
@@ -229,6 +293,62 @@ export function findProcesses(core: Core, id: BinaryIdentity, opts: { self?: num
     else scan.matches.push(found);
   }
   return scan;
+}
+
+/** BINARY an executable: is it the process's program? (throws when the process is gone or not ours to read) */
+function matchProgram(core: Core, id: BinaryIdentity, pid: number, proc: string, known: Map<string, string | undefined>): MatchedProcess | undefined {
+  const exe = `${proc}/${pid}/exe`;
+  let st;
+  try {
+    st = statSync(exe, { bigint: true });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return undefined; // a kernel thread or a zombie
+    throw e;
+  }
+  const key = `${mapsDevice(st.dev)}:${st.ino}`;
+  let buildId = known.get(key);
+  if (!known.has(key)) {
+    buildId = fileBuildId(core, exe);
+    known.set(key, buildId);
+  }
+  if (buildId !== id.buildId) return undefined;
+  let path = readlinkSync(exe);
+  const deleted = path.endsWith(" (deleted)");
+  if (deleted) path = path.slice(0, -" (deleted)".length);
+  return { pid, path, deleted, by: key === `${id.dev}:${id.inode}` ? "inode" : "build-id" };
+}
+
+/** BINARY a library (or both): is it among the modules the process maps executable? */
+function matchModules(core: Core, id: BinaryIdentity, pid: number, proc: string, known: Map<string, string | undefined>): MatchedProcess | undefined {
+  const text = readFileSync(`${proc}/${pid}/maps`, "utf8");
+  let mem: ProcMemory | undefined;
+  try {
+    for (const mod of execModules(text)) {
+      let buildId = known.get(mod.key);
+      if (!known.has(mod.key)) {
+        mem ??= openMemory(pid);
+        const read = moduleBuildId(core, mem, pid, mod, text);
+        if (read instanceof Error) continue; // unreadable now (it may be exiting): not remembered
+        buildId = read;
+        known.set(mod.key, buildId);
+      }
+      if (buildId === id.buildId) return { pid, path: mod.path, deleted: mod.deleted, by: mod.key === `${id.dev}:${id.inode}` ? "inode" : "build-id" };
+    }
+    return undefined;
+  } finally {
+    mem?.close();
+  }
+}
+
+function openMemory(pid: number): ProcMemory {
+  try {
+    return new ProcMemory(pid);
+  } catch (e) {
+    // ProcMemory's message names the errno: keep it as the code for denied()
+    const err = e as NodeJS.ErrnoException;
+    err.code = /EACCES|EPERM/.exec(err.message)?.[0] ?? "ENOENT";
+    throw err;
+  }
 }
 
 const TRACER_NAME = "patchc-tracer";
@@ -254,27 +374,20 @@ export function isTracer(pid: number, proc = "/proc", tracer = tracerFile()): bo
   }
 }
 
-function alive(pid: number, proc: string): boolean {
-  try {
-    return readFileSync(`${proc}/${pid}/maps`, "utf8") !== "";
-  } catch {
-    return false;
-  }
-}
-
 /** A module's build-id: the cheap note read, else the whole image through the core's ELF reader. */
-function moduleBuildId(core: Core, mem: MemoryReader, pid: number, mod: ProcessModule): string | undefined | Error {
-  const head = mod.mappings[0];
-  if (head.read) {
+function moduleBuildId(core: Core, mem: MemoryReader, pid: number, mod: MappedModule, maps: string): string | undefined | Error {
+  if (mod.headReadable) {
     try {
-      const id = readBuildIdNote(mem, mod.start, Number(head.end - head.start));
+      const id = readBuildIdNote((at, len) => mem.read(at, len), mod.start, mod.headSize, "image");
       if (id !== null) return id;
     } catch (e) {
       return e as Error;
     }
   }
   try {
-    const image = readModuleImage(core, mem, pid, mod);
+    const full = listModules(parseMaps(maps, `/proc/${pid}/maps`)).find((m) => m.start === mod.start);
+    if (!full || full.end - full.start > 1n << 30n) return undefined;
+    const image = readModuleImage(core, mem, pid, full);
     try {
       return image.info.buildId;
     } finally {
