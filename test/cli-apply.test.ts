@@ -37,7 +37,7 @@ const REPORT: ApplyReport = {
   patchId: "fix-2",
   hash: "3f2a9c0d81b4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e",
   module: { path: "/usr/sbin/server", buildId: "0123456789abcdef0123456789abcdef01234567", bias: 0x55d0c7a00000n },
-  region: { base: 0x7f12a4000000n, size: 8192n, name: "patchc:fix-2", memfd: true },
+  region: { base: 0x7f12a4000000n, size: 8192n, name: "/memfd:patchc:fix-2 (deleted)", memfd: true },
   functions: [
     { name: "parse", site: 0x55d0c7a01234n, newAddr: 0x7f12a4001040n, newSize: 90n },
     { name: "check_header", site: 0x55d0c7a01300n, newAddr: 0x7f12a40010a0n, newSize: 0x120n, previous: "fix-1" },
@@ -98,14 +98,15 @@ describe("output", () => {
         "process 4242: applied fix-2 (3f2a9c0d81b4) to /usr/sbin/server (build-id 0123456789abcdef)",
         "  parse         0x55d0c7a01234 -> 0x7f12a4001040 (90 bytes)",
         "  check_header  0x55d0c7a01300 -> 0x7f12a40010a0 (288 bytes, over fix-1)",
-        "region 0x7f12a4000000 (8 KiB) patchc:fix-2, a memfd mapping",
+        'region 0x7f12a4000000 (8 KiB) "/memfd:patchc:fix-2 (deleted)" (memfd)',
         "target stopped for 123 us; total 12.3 ms",
         "",
       ].join("\n"),
     );
     const entry = formatApply({ ...REPORT, consistency: "entry", attempts: 3, pauseNs: 80_000, pauseTotalNs: 300_000, waitedNs: 41_000_000, region: { ...REPORT.region, memfd: false } });
     expect(entry).toContain("consistency entry: calls already running in these functions finish in the old code; new calls run the new code\n");
-    expect(entry).toContain("an anonymous mapping (memfd execution refused)");
+    expect(entry).toContain('region 0x7f12a4000000 (8 KiB) "/memfd:patchc:fix-2 (deleted)" (anonymous: memfd execution refused)\n');
+    expect(formatApply({ ...REPORT, region: { ...REPORT.region, name: "", memfd: false } })).toContain("region 0x7f12a4000000 (8 KiB) (anonymous: memfd execution refused)\n");
     expect(entry).toContain("target stopped for 80 us (3 attempts: stopped 300 us in all, waited 41.0 ms for threads to leave); total 12.3 ms");
     expect(formatApply(REPORT)).not.toContain("consistency");
   });
@@ -117,7 +118,7 @@ describe("output", () => {
   it("gives tools the report as JSON, addresses as hex strings", () => {
     const j = JSON.parse(toJson(REPORT));
     expect(j.functions[1]).toEqual({ name: "check_header", site: "0x55d0c7a01300", newAddr: "0x7f12a40010a0", newSize: "0x120", previous: "fix-1" });
-    expect(j.region).toEqual({ base: "0x7f12a4000000", size: "0x2000", name: "patchc:fix-2", memfd: true });
+    expect(j.region).toEqual({ base: "0x7f12a4000000", size: "0x2000", name: "/memfd:patchc:fix-2 (deleted)", memfd: true });
     expect(j.module.bias).toBe("0x55d0c7a00000");
     expect(j.pauseNs).toBe(123456);
   });

@@ -85,7 +85,9 @@ function functionLines(fs: ApplyReport["functions"]): string[] {
 
 export function formatApply(r: ApplyReport): string {
   const lines = [`process ${r.pid}: applied ${r.patchId} (${r.hash.slice(0, 12)}) to ${r.module.path} (build-id ${r.module.buildId.slice(0, 16)})`, ...functionLines(r.functions)];
-  lines.push(`region ${hex(r.region.base)} (${size(r.region.size)}) ${r.region.name}${r.region.memfd ? ", a memfd mapping" : ", an anonymous mapping (memfd execution refused)"}`);
+  // The name as /proc/PID/maps shows it ("/memfd:patchc:fix (deleted)"): what an operator greps for.
+  const name = r.region.name ? ` ${JSON.stringify(r.region.name)}` : "";
+  lines.push(`region ${hex(r.region.base)} (${size(r.region.size)})${name} (${r.region.memfd ? "memfd" : "anonymous: memfd execution refused"})`);
   if (r.consistency === "entry") {
     lines.push("consistency entry: calls already running in these functions finish in the old code; new calls run the new code");
   }
