@@ -194,7 +194,7 @@ describe("patchc apply, status, revert (dist/patchc.cjs)", () => {
     const b = patchc("apply", "--all", target, pkg);
     expect(b.code).toBe(1);
     expect(b.out).toMatch(/^fix on 3 processes with .*: 0 patched, 3 failed\n/);
-    for (const p of ours) expect(b.out).toMatch(new RegExp(`\\nfailed: process ${p.pid}.*\\[ALREADY_APPLIED\\]\\n`));
+    for (const p of ours) expect(b.out).toMatch(new RegExp(`\\n +${p.pid}  failed   .*\\[ALREADY_APPLIED\\]\\n`));
     expect(b.out).toMatch(/\ntotal [\d.]+ (us|ms|s), [\d.]+ (us|ms|s) per process/);
     for (const p of ours) expect(patchc("revert", String(p.pid), "fix").code).toBe(0);
     for (const p of ours) expect(await p.ask(7)).toBe(14);

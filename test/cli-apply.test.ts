@@ -194,15 +194,25 @@ describe("output", () => {
       [
         "fix-2 on 3 processes with /usr/sbin/server (build-id 0123456789abcdef): 2 patched, 1 failed",
         "       10  patched  stopped 100 us, 4.00 ms",
-        "       11  failed   BUSY",
+        "       11  failed   function parse: thread 12 stayed in parse until the timeout (5000 ms) [BUSY]",
         "       13  patched  stopped 300 us, 6.00 ms",
-        "failed: process 11, function parse: thread 12 stayed in parse until the timeout (5000 ms) [BUSY]",
         "total 5.01 s, 1.67 s per process (each apply: median 6.00 ms, max 5.00 s); target stopped: median 200 us, max 300 us",
         "not touched: 1 (an ancestor of patchc)",
         "not readable (another user's, not permitted): 2 processes",
         "",
       ].join("\n"),
     );
+    // Many processes: no line each, but every failure still with its reason.
+    const many: ProcessOutcome[] = Array.from({ length: 30 }, (_, i) =>
+      i === 7 ? { pid: 107, ok: false, error: { code: "TARGET_GONE", subject: "process 107", reason: "the process exited during the apply", tid: 0 }, ms: 3 } : { pid: 100 + i, ok: true, report: { ...REPORT, pid: 100 + i }, ms: 2 },
+    );
+    const manyText = formatAllSummary({ patchId: "fix-2" }, id, { matches: [], excluded: [], unreadable: [], scanned: 50 }, many, 30_000_000);
+    expect(manyText.split("\n")).toEqual([
+      "fix-2 on 30 processes with /usr/sbin/server (build-id 0123456789abcdef): 29 patched, 1 failed",
+      "failed: process 107: the process exited during the apply [TARGET_GONE]",
+      "total 30.0 ms, 1.00 ms per process (each apply: median 2.00 ms, max 3.00 ms); target stopped: median 123 us, max 123 us",
+      "",
+    ]);
     expect(formatAllSummary({ patchId: "p" }, id, { matches: [], excluded: [], unreadable: [], scanned: 9 }, [], 1e6)).toBe("no process runs or has loaded /usr/sbin/server (build-id 0123456789abcdef): nothing to patch\n");
     expect(formatProgress("fix-2", { total: 40, done: 12, patched: 11, failed: 1 })).toBe("applying fix-2: 12/40 processes, 11 patched, 1 failed");
   });

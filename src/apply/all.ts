@@ -282,7 +282,7 @@ export function findProcesses(core: Core, id: BinaryIdentity, opts: { self?: num
     try {
       found = id.executable ? matchProgram(core, id, pid, proc, known) : matchModules(core, id, pid, proc, known);
     } catch (e) {
-      if (denied(e)) scan.unreadable.push(pid);
+      if (denied(e) && pid !== self && !ancestors.has(pid)) scan.unreadable.push(pid); // (ancestors are never touched anyway)
       continue; // gone meanwhile (ENOENT, ESRCH), or unreadable
     }
     scan.scanned++;

@@ -119,6 +119,9 @@ const median = (xs: number[]): number => {
   return s.length === 0 ? 0 : s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
 
+/** Up to this many processes, the summary has a line for each. */
+const LIST_MAX = 20;
+
 /** The summary of `apply --all`: how many patched and failed (each with its reason), times. */
 export function formatAllSummary(pkg: { patchId: string }, id: BinaryIdentity, scan: ProcessScan, outcomes: ProcessOutcome[], totalNs: number): string {
   const lines: string[] = [];
@@ -129,12 +132,19 @@ export function formatAllSummary(pkg: { patchId: string }, id: BinaryIdentity, s
     lines.push(`no process runs or has loaded ${what}: nothing to patch`);
   } else {
     lines.push(`${pkg.patchId} on ${outcomes.length} process${outcomes.length === 1 ? "" : "es"} with ${what}: ${ok.length} patched, ${failed.length} failed`);
-    if (outcomes.length <= 20) {
+    if (outcomes.length <= LIST_MAX) {
+      // One line per process; a failure with its reason (the function, when it concerns one).
       for (const o of outcomes) {
-        lines.push(o.ok ? `  ${String(o.pid).padStart(7)}  patched  stopped ${duration(o.report.pauseNs)}, ${duration(o.ms * 1e6)}` : `  ${String(o.pid).padStart(7)}  failed   ${o.error.code}`);
+        const pid = String(o.pid).padStart(7);
+        if (o.ok) lines.push(`  ${pid}  patched  stopped ${duration(o.report.pauseNs)}, ${duration(o.ms * 1e6)}`);
+        else {
+          const fn = o.error.subject.replace(new RegExp(`^process ${o.pid}(, )?`), "");
+          lines.push(`  ${pid}  failed   ${fn ? `${fn}: ` : ""}${o.error.reason} [${o.error.code}]`);
+        }
       }
+    } else {
+      for (const f of failed) lines.push(`failed: ${f.error.subject}: ${f.error.reason} [${f.error.code}]`);
     }
-    for (const f of failed) lines.push(`failed: ${f.error.subject}: ${f.error.reason} [${f.error.code}]`);
     const pauses = ok.map((o) => o.report.pauseNs);
     const per = outcomes.map((o) => o.ms * 1e6);
     lines.push(
