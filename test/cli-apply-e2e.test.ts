@@ -198,6 +198,12 @@ describe("patchc apply, status, revert (dist/patchc.cjs)", () => {
     expect(b.out).toMatch(/\ntotal [\d.]+ (us|ms|s), [\d.]+ (us|ms|s) per process/);
     for (const p of ours) expect(patchc("revert", String(p.pid), "fix").code).toBe(0);
     for (const p of ours) expect(await p.ask(7)).toBe(14);
+    // On a terminal (script(1) gives it one): a progress line updated in place, cleared before the summary.
+    const tty = spawnSync("script", ["-qec", `${process.execPath} ${CLI} apply --all ${target} ${pkg}`, "/dev/null"], { encoding: "utf8", timeout: 60_000 });
+    expect(tty.status).toBe(0);
+    expect(tty.stdout).toContain("\r\x1b[Kapplying fix: 3/3 processes, 3 patched, 0 failed\r\x1b[Kfix on 3 processes with ");
+    for (const p of ours) expect(await p.ask(7)).toBe(21);
+    for (const p of ours) expect(patchc("revert", String(p.pid), "--all").code).toBe(0);
     // A package for another build than BINARY: refused before any process is touched.
     const w = patchc("apply", "--all", other, pkg);
     expect(w.code).toBe(1);
