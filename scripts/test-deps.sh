@@ -5,6 +5,7 @@
 #   wabt:  wasm2c, the second Wasm host of the core
 #   make, patch, dpkg-dev (dpkg-buildflags, dpkg-source): the source-tree builds of `patchc build`
 #   libpcre2-dev, zlib1g-dev: the real program, nginx (scripts/real-nginx.sh), built by the tests
+#   perf (linux-perf): names the code of a patch from the perf map apply writes (test/cli-apply-perfmap)
 # and a deb-src entry for `apt-get source` (the twin of the deb one), when there is none.
 set -eu
 need=()
@@ -18,6 +19,7 @@ command -v patch >/dev/null || need+=(patch)
 command -v dpkg-buildflags >/dev/null || need+=(dpkg-dev)
 [ -f /usr/include/pcre2.h ] || need+=(libpcre2-dev)
 [ -f /usr/include/zlib.h ] || need+=(zlib1g-dev)
+command -v perf >/dev/null || need+=(linux-perf)
 
 # deb-src: Debian 12 lists its sources in deb822 files; add the deb-src twin of the deb
 # entries (same URIs, suites, components, key) unless some deb-src entry exists.
