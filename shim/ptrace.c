@@ -1404,7 +1404,7 @@ int remote_call(struct thread *t, uint64_t addr, const uint64_t a[6], uint32_t t
     }
     if (ev == PTRACE_EVENT_EXEC) S.execed = true;
     if (ev != 0) continue; /* an event stop (clone, interrupt): go on */
-    if (sig == SIGSEGV && now.rip == 0 && now.rsp == sp + 8) {
+    if (sig == SIGSEGV && now.rip == 0 && (skipped >= 0 || now.rsp == sp + 8)) {
       if (skipped >= 0)
         rc = fail("CALL_SYSCALL", t->tid, "the function at 0x%llx made syscall %ld in tid %d: skipped, and the call abandoned",
                   (unsigned long long)addr, skipped, t->tid);

@@ -45,6 +45,7 @@
 // module's own TPOFF64 / DTPMOD64 GOT slots, as ld.so filled them, give the same facts:
 //     TPOFF64  slot = S + A - l_tls_offset   (elf/dl-machine.h, x86-64)
 //     DTPMOD64 slot = l_tls_modid
+import { existsSync } from "node:fs";
 import type { Core } from "../core/instance.js";
 import type { ElfReader } from "../core/elf.js";
 import { LookupFlags, SymbolIndex, SymbolTable, lookupInScope, R_X86_64_DTPMOD64, R_X86_64_GLOB_DAT, R_X86_64_JUMP_SLOT, R_X86_64_TPOFF64, type Binding as SymBinding, type ScopeEntry } from "../core/symbols.js";
@@ -518,11 +519,18 @@ class Resolver {
 export async function resolveReferences(core: Core, target: TargetProcess, pkg: ReadPackage, opts: ResolveOptions | Tracer = {}): Promise<ResolvedReference[]> {
   const o: ResolveOptions = isTracer(opts) ? { tracer: opts } : opts;
   const r = new Resolver(core, target, pkg, o);
+  const refs = pkg.model.references;
+  let i = 0;
   try {
     const out: ResolvedReference[] = [];
-    const refs = pkg.model.references;
-    for (let i = 0; i < refs.length; i++) out.push(await r.resolve(i, refs[i]));
+    for (; i < refs.length; i++) out.push(await r.resolve(i, refs[i]));
     return out;
+  } catch (e) {
+    if (e instanceof ApplyError) throw e;
+    // Reading the target failed: it exited meanwhile, or its memory is not what we read.
+    if (!existsSync(`/proc/${target.pid}/stat`)) throw new ApplyError("NO_PROCESS", r.subject, "exited while its references were being resolved");
+    const ref = refs[i];
+    throw new ApplyError("UNRESOLVED", r.subject, `reference ${ref ? describeName(ref.name, ref.local) : i} of ${pkg.file}: ${(e as Error).message}`);
   } finally {
     await r.close();
   }
