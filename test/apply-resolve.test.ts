@@ -28,14 +28,16 @@ const children: ChildProcess[] = [];
 const LIB_C = `
 #include <string.h>
 __thread int lib_tls = 5;
+__thread int lib_tls_ie __attribute__((tls_model("initial-exec"))) = 9;
 int lib_global = 11;
 void *lib_copy(void *d, const void *s, size_t n) { return memcpy(d, s, n); }
 size_t lib_len(const char *s) { return strlen(s); } /* never called: its JUMP_SLOT stays lazy */
 long lib_tls_off(void) { return (char *)&lib_tls - (char *)__builtin_thread_pointer(); }
+long lib_tls_ie_off(void) { return (char *)&lib_tls_ie - (char *)__builtin_thread_pointer(); }
 int *lib_global_addr(void) { return &lib_global; }
 __attribute__((noinline)) int lib_work(int x) { return x + lib_global + lib_tls; }
 `;
-const LIB_FIX = LIB_C.replace("return x + lib_global + lib_tls;", "return x * 2 + lib_global - lib_tls;");
+const LIB_FIX = LIB_C.replace("return x + lib_global + lib_tls;", "return x * 2 + lib_global - lib_tls + lib_tls_ie;");
 
 // A malloc of our own, preloaded: a bump allocator over one mmap'd arena.
 const PRELOAD_C = `
@@ -71,6 +73,7 @@ int ext_global = 7;
 __thread int tls_var = 3;
 void *lib_copy(void *, const void *, size_t);
 long lib_tls_off(void);
+long lib_tls_ie_off(void);
 int *lib_global_addr(void);
 int lib_work(int);
 __attribute__((noinline)) int *bump(void) { static int hits = 1; hits++; return &hits; }
@@ -93,6 +96,7 @@ int main(int argc, char **argv) {
   printf("calloc %p\\n", dlsym(RTLD_DEFAULT, "calloc"));
   printf("malloc %p\\n", dlsym(RTLD_DEFAULT, "malloc"));
   printf("lib_tls %ld\\n", lib_tls_off());
+  printf("lib_tls_ie %ld\\n", lib_tls_ie_off());
   printf("lib_global %p\\n", (void *)lib_global_addr());
   printf("work %ld %d\\n", work(argc), lib_work(argc));
   printf("ready\\n");
@@ -299,8 +303,51 @@ for (const pie of [true, false]) {
         expect(tb.kind).toBe("tls");
         expect(tb.module).toBeGreaterThan(1n);
         expect(tb.blockTpoff! + tb.offset).toBe(BigInt(p.seen.get("lib_tls")!));
+        expect(t.how).toContain("its link_map");
+        const ie = refByName(b.libPatch, res, "lib_tls_ie");
+        const ib = ie.binding as { kind: string; module: bigint; offset: bigint; blockTpoff?: bigint };
+        expect(b.libPatch.model.references[ie.reference].tls!.model).toBe("ie");
+        expect({ module: ib.module, at: ib.blockTpoff! + ib.offset }).toEqual({ module: tb.module, at: BigInt(p.seen.get("lib_tls_ie")!) });
+        // Without its link_map entry: the same facts from the TPOFF64 / DTPMOD64 slots ld.so filled.
+        const viaGot = await resolveReferences(core, { ...lt, linkMap: [] }, b.libPatch, {});
+        const g2 = refByName(b.libPatch, viaGot, "lib_tls");
+        expect(g2.binding).toEqual(t.binding);
+        expect(g2.how).toContain("its GOT slots as ld.so filled them");
       } finally {
         closeTarget(lt);
+      }
+    });
+
+    it("checks module symbols of a stripped executable in its debug file, found by build-id", async () => {
+      const stripped = join(b.dir, "fixture-stripped");
+      copyFileSync(b.exe, stripped);
+      run("strip", ["--strip-all", stripped]);
+      const id = buildIdOf(b.exe);
+      expect(buildIdOf(stripped)).toBe(id);
+      const debugDir = join(b.dir, "debug");
+      mkdirSync(join(debugDir, ".build-id", id.slice(0, 2)), { recursive: true });
+      const debugFile = join(debugDir, ".build-id", id.slice(0, 2), `${id.slice(2)}.debug`);
+      run("objcopy", ["--only-keep-debug", b.exe, debugFile]);
+      const s = await start({ ...b, exe: stripped });
+      const st = openTarget(core, s.pid, b.exePatch.model.target.buildId, b.exePatch.file);
+      try {
+        const pkg = b.exePatch;
+        let res = await resolveReferences(core, st, pkg, { debugDirs: [debugDir] });
+        const hits = pkg.model.references.find((r) => r.name.startsWith("hits"))!;
+        expect(refByName(pkg, res, hits.name).binding).toEqual({ kind: "addr", addr: ptr(s.seen.get("hits")) });
+        // looked up in the target's root first (the same as ours here)
+        expect(refByName(pkg, res, hits.name).how).toContain(`checked in /proc/${s.pid}/root${debugFile})`);
+        // a wrong position of the local is caught in the debug file
+        const i = pkg.model.references.indexOf(hits);
+        const bad = { ...pkg, model: { ...pkg.model, references: pkg.model.references.map((r, k) => (k === i ? { ...r, local: { file: "main.c", sympos: 2 } } : r)) } };
+        await expect(resolveReferences(core, st, bad, { debugDirs: [debugDir] })).rejects.toThrow(`/proc/${s.pid}/root${debugFile} has no local symbol ${hits.name} of main.c at position 2`);
+        // without the debug file: bound by the package's address, said to be unchecked
+        res = await resolveReferences(core, st, pkg, { debugDirs: [join(b.dir, "nowhere")] });
+        expect(refByName(pkg, res, hits.name).binding).toEqual({ kind: "addr", addr: ptr(s.seen.get("hits")) });
+        expect(refByName(pkg, res, hits.name).how).toMatch(/unchecked: no symbol table/);
+      } finally {
+        closeTarget(st);
+        s.child.kill("SIGKILL");
       }
     });
 

@@ -66,6 +66,8 @@ export interface ResolveOptions {
   tracer?: Tracer;
   /** where an earlier patch's symbol is (scope patch); undefined when it has none of that name */
   patchSymbol?: (patchId: string, name: string) => bigint | undefined;
+  /** where debug files are looked up by build-id (DIR/.build-id/xx/rest.debug), in the target's root and then the host's; default /usr/lib/debug */
+  debugDirs?: string[];
 }
 
 const PT_INTERP = 3;
@@ -174,7 +176,7 @@ class Resolver {
   private moduleSymbols(): SymbolSource | null {
     if (this.symbols !== undefined) return this.symbols;
     const id = this.target.module.image.info.buildId!;
-    const files = [...moduleFileCandidates(this.target.pid, this.target.module.module), ...debugFileCandidates(this.target.pid, id)];
+    const files = [...moduleFileCandidates(this.target.pid, this.target.module.module), ...debugFileCandidates(this.target.pid, id, this.opts.debugDirs)];
     for (const file of files) {
       const bytes = tryReadFile(file);
       if (!bytes) continue;

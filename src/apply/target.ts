@@ -133,10 +133,14 @@ export function moduleFileCandidates(pid: number, mod: ProcessModule): string[] 
   return out;
 }
 
-/** Debug files of a build-id: under /usr/lib/debug/.build-id/ in the target's root, then the host's. */
-export function debugFileCandidates(pid: number, buildId: string): string[] {
-  const rel = `/usr/lib/debug/.build-id/${buildId.slice(0, 2)}/${buildId.slice(2)}.debug`;
-  return [`/proc/${pid}/root${rel}`, rel];
+/** Debug files of a build-id: DIR/.build-id/xx/rest.debug in the target's root, then the host's, for each DIR. */
+export function debugFileCandidates(pid: number, buildId: string, dirs: string[] = ["/usr/lib/debug"]): string[] {
+  const out: string[] = [];
+  for (const dir of dirs) {
+    const rel = `${dir.replace(/\/+$/, "")}/.build-id/${buildId.slice(0, 2)}/${buildId.slice(2)}.debug`;
+    out.push(`/proc/${pid}/root${rel}`, rel);
+  }
+  return out;
 }
 
 /** Reads a file if it exists and is readable; undefined otherwise. */
