@@ -114,5 +114,13 @@ describe("patchc build --after", () => {
     expect(r.code).toBe(1);
     expect(r.err).toMatch(/proof of identity: prog\.o: f1: .*; patch fix-a replaced it, so the original objects \(--orig\) must be the ones fix-a was built from \(its patched objects\)/);
     expect(fs.existsSync(out)).toBe(false);
+
+    // A function A added cannot be replaced by B (format 1.0).
+    const o3 = compile(S1.replace("return x > 100 ? 100 : x;", "return x > 99 ? 99 : x;"), scratch.path("s3"));
+    r = await patchc("build", "--orig", o1, "--patched", o3, "--target", target, "-o", out, "--after", aFile);
+    expect(r.code).toBe(1);
+    expect(r.err).toContain(
+      "after: prog.o: helper_a was added by patch fix-a: a later patch cannot replace a function an earlier one added (format 1.0; docs/format.md, \"Limits\"); change it in a new version of fix-a instead",
+    );
   });
 });
