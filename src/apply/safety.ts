@@ -133,6 +133,8 @@ const SIGRETURN = Uint8Array.from([0x48, 0xc7, 0xc0, 0x0f, 0x00, 0x00, 0x00, 0x0
 
 const hex = (v: bigint) => "0x" + v.toString(16);
 
+let warmedUp = false;
+
 function u64At(b: Uint8Array, off: number): bigint {
   return new DataView(b.buffer, b.byteOffset, b.byteLength).getBigUint64(off, true);
 }
@@ -268,6 +270,8 @@ export class ProcessUnwind {
   private closed = false;
   /** module ids the engine added (patch regions) */
   private extra = new Set<number>();
+  private cached?: { key: string; scan: StackScan };
+  private warming = false;
 
   private constructor(
     readonly core: Core,
@@ -352,7 +356,10 @@ export class ProcessUnwind {
     const covered = (m: Mapping) => modules.some((pm) => pm.id !== 0 && m.start >= pm.start && m.end <= pm.end);
     const unwindless = target.maps.filter((m) => m.exec && !covered(m) && m.path !== "[vsyscall]");
     const pu = new ProcessUnwind(core, target.pid, target.maps.slice(), registry, modules, trampolines, unwindless);
-    pu.warmUp();
+    if (!warmedUp) {
+      warmedUp = true; // compiled code is shared by every later instance of the core in this process
+      pu.warmUp();
+    }
     // Grow the core's memory now for the copy of every thread's registers and window.
     let tasks = 64;
     try {
@@ -392,9 +399,14 @@ export class ProcessUnwind {
     this.maps = [{ start: sp, end: sp + BigInt(W), read: true, write: true, exec: false, shared: false, offset: 0n, dev: "00:00", inode: 0, path: "", deleted: false }];
     try {
       const ranges = [{ lo: ids[0].lo, hi: ids[0].lo + 64n, name: "warm-up" }];
+      // No reads (planRead refuses while warming): check() runs to its end synchronously.
+      this.warming = true;
       for (let k = 0; k < 3; k++) void this.check(tracer, world, ranges, ranges).catch(() => undefined);
     } finally {
+      this.warming = false;
       this.maps = maps;
+      this.cached?.scan.free();
+      this.cached = undefined;
     }
   }
 
@@ -432,16 +444,14 @@ export class ProcessUnwind {
     if (forbidden.every((r) => r.hi <= r.lo) && windows.every((r) => r.hi <= r.lo)) {
       return { safe: true, blockers, analysisNs: Number(process.hrtime.bigint() - t0), stats };
     }
-    const scan = new StackScan(this.registry);
+    const scan = this.scanFor(forbidden, windows);
     const run = new ScanRun(this.core, scan, world);
     try {
-      forbidden.forEach((r, i) => r.hi > r.lo && scan.addForbidden(r.lo, r.hi, i));
-      windows.forEach((r, i) => r.hi > r.lo && scan.addWindow(r.lo, r.hi, i));
       let refreshed = false;
       const raw = world.raw;
       const work: ThreadWork[] = world.threads.map((t, i) => {
         let m = this.mappingOf(t.sp);
-        if (!m && !refreshed) {
+        if (!m && !refreshed && !this.warming) {
           this.refreshMaps();
           refreshed = true;
           m = this.mappingOf(t.sp);
@@ -528,7 +538,6 @@ export class ProcessUnwind {
       }
     } finally {
       run.free();
-      scan.free();
     }
     return { safe: blockers.length === 0, blockers, analysisNs: Number(process.hrtime.bigint() - t0), stats };
   }
@@ -536,7 +545,27 @@ export class ProcessUnwind {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.cached?.scan.free();
+    this.cached = undefined;
     this.registry.free();
+  }
+
+  /** The scan set of these ranges: the last one again when they are the same (a retry). */
+  private scanFor(forbidden: Range[], windows: Range[]): StackScan {
+    const key = [...forbidden, { lo: -1n, hi: -1n }, ...windows].map((r) => `${r.lo.toString(16)}-${r.hi.toString(16)}`).join(",");
+    if (this.cached?.key === key) return this.cached.scan;
+    this.cached?.scan.free();
+    this.cached = undefined;
+    const scan = new StackScan(this.registry);
+    try {
+      forbidden.forEach((r, i) => r.hi > r.lo && scan.addForbidden(r.lo, r.hi, i));
+      windows.forEach((r, i) => r.hi > r.lo && scan.addWindow(r.lo, r.hi, i));
+    } catch (e) {
+      scan.free();
+      throw e;
+    }
+    this.cached = { key, scan };
+    return scan;
   }
 
   /**
@@ -547,7 +576,7 @@ export class ProcessUnwind {
   private planRead(w: ThreadWork, res: RawResult, refreshed: boolean): { seg: Seg | null; map: Mapping | null; addr: bigint; len: number; below: boolean } | null | "refresh" {
     const a = res.needAddr & ~7n;
     const room = MAX_STACK_BYTES - w.bytes;
-    if (room <= 0) return null;
+    if (room <= 0 || this.warming) return null;
     const seg = w.segs.find((s) => a >= s.mapLo && a < s.mapHi);
     if (seg) {
       const end = seg.addr + BigInt(seg.bytes.length);
