@@ -7,7 +7,8 @@
 // the running process must be exactly what the process sees.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { copyFileSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { buildSync } from "esbuild";
 import { once } from "node:events";
 import { join } from "node:path";
 import { nodeCore } from "../src/node/core-file.js";
@@ -76,6 +77,11 @@ long lib_tls_off(void);
 long lib_tls_ie_off(void);
 int *lib_global_addr(void);
 int lib_work(int);
+/* an IFUNC of the executable itself: the resolver's choice is printed as the oracle */
+static int ifn_a(int x) { return x + 1; }
+static int ifn_b(int x) { return x + 2; }
+static void *ifn_resolver(void) { return getenv("PATCHC_NEVER_SET") ? (void *)ifn_b : (void *)ifn_a; }
+int my_ifn(int) __attribute__((ifunc("ifn_resolver")));
 __attribute__((noinline)) int *bump(void) { static int hits = 1; hits++; return &hits; }
 __attribute__((noinline)) long work(long x) {
   char *p = malloc(x + 1);
@@ -88,6 +94,7 @@ int main(int argc, char **argv) {
   (void)argv;
   lib_copy(a, b, (size_t)argc + 3);
   printf("ext_global %p\\n", (void *)&ext_global);
+  printf("my_ifn %p %d\\n", ifn_resolver(), my_ifn(argc));
   printf("hits %p\\n", (void *)bump());
   printf("tls_var %ld\\n", (long)((char *)&tls_var - (char *)__builtin_thread_pointer()));
   printf("memcpy %p\\n", dlsym(RTLD_DEFAULT, "memcpy"));
@@ -108,7 +115,7 @@ int main(int argc, char **argv) {
 // executable never imported), and bump() changes its static local.
 const MAIN_FIX = MAIN_C.replace(
   "  long r = x + ext_global + tls_var + (p != 0);\n  free(p);",
-  "  char *q = calloc(x + 1, 1);\n  memcpy(p, q, x);\n  char *e = memrchr(p, 0, x);\n  long r = x + ext_global + tls_var + (e != 0) + *bump() + (long)strlen(e ? e : p);\n  free(q);\n  free(p);",
+  "  char *q = calloc(x + 1, 1);\n  memcpy(p, q, x);\n  char *e = memrchr(p, 0, x);\n  long r = x + ext_global + tls_var + (e != 0) + *bump() + (long)strlen(e ? e : p) + my_ifn(x);\n  free(q);\n  free(p);",
 ).replace("static int hits = 1; hits++;", "static int hits = 1; hits += 2;");
 
 const CFLAGS = ["-O2", "-g", "-ffunction-sections", "-fdata-sections"];
@@ -274,6 +281,9 @@ for (const pie of [true, false]) {
       expect(refByName(pkg, res, "strlen").how).toMatch(/resolver .* returned/);
       expect(addrOf("memrchr")).toBe(ptr(p.seen.get("memrchr")));
       expect(refByName(pkg, res, "memrchr").how).toMatch(/resolver .* returned/);
+      // The executable's own IFUNC: what ld.so resolved into its IRELATIVE slot.
+      expect(addrOf("my_ifn")).toBe(ptr(p.seen.get("my_ifn")!.split(" ")[0]));
+      expect(refByName(pkg, res, "my_ifn").how).toMatch(/IRELATIVE slot/);
       // The preloaded calloc, ahead of libc's in the search order.
       expect(addrOf("calloc")).toBe(ptr(p.seen.get("calloc")));
       expect(refByName(pkg, res, "calloc").how).toContain(b.preload);
@@ -410,6 +420,28 @@ for (const pie of [true, false]) {
       for (let i = 0; i < 200 && !/\) Z /.test(readFileSync(`/proc/${zpid}/stat`, "utf8")); i++) await new Promise((r) => setTimeout(r, 10));
       expect(() => openTarget(core, zpid, other, "x.patch")).toThrow(/^process \d+: is a zombie: it has exited and has no memory left/);
       parent.kill("SIGKILL");
+    });
+
+    it("refuses a process it may not read, saying so (openTarget run as nobody)", () => {
+      // openTarget bundled for a plain node run as uid 65534: the refusal comes before any core use.
+      const dir = join(b.dir, "as-nobody");
+      mkdirSync(dir, { recursive: true });
+      const entry = join(dir, "entry.ts");
+      writeFileSync(
+        entry,
+        `import { openTarget } from ${JSON.stringify(join(process.cwd(), "src/apply/target.ts"))};
+try { openTarget({} as never, Number(process.argv[2]), "00", "x.patch"); console.log("{}"); }
+catch (e) { console.log(JSON.stringify({ code: (e as { code?: string }).code, message: (e as Error).message })); }`,
+      );
+      const out = join(dir, "entry.mjs");
+      buildSync({ entryPoints: [entry], bundle: true, platform: "node", format: "esm", outfile: out, logLevel: "silent" });
+      for (const d of [scratch.dir, b.dir, dir]) chmodSync(d, 0o755);
+      chmodSync(out, 0o644);
+      const r = spawnSync(process.execPath, [out, String(p.pid)], { uid: 65534, gid: 65534, encoding: "utf8" });
+      expect(r.stderr).toBe("");
+      const e = JSON.parse(r.stdout) as { code: string; message: string };
+      expect(e.code).toBe("NO_PROCESS");
+      expect(e.message).toMatch(new RegExp(`^process ${p.pid}: not permitted to read it \\(/proc/${p.pid}/maps: EACCES\\): trace it as its own user or as root \\(patchc runs as uid 65534`));
     });
 
     it("finds a library by build-id after its file was deleted and replaced by another build", async () => {

@@ -48,7 +48,7 @@
 import { existsSync } from "node:fs";
 import type { Core } from "../core/instance.js";
 import type { ElfReader } from "../core/elf.js";
-import { LookupFlags, SymbolIndex, SymbolTable, lookupInScope, R_X86_64_DTPMOD64, R_X86_64_GLOB_DAT, R_X86_64_JUMP_SLOT, R_X86_64_TPOFF64, type Binding as SymBinding, type ScopeEntry } from "../core/symbols.js";
+import { LookupFlags, SymbolIndex, SymbolTable, lookupInScope, R_X86_64_DTPMOD64, R_X86_64_GLOB_DAT, R_X86_64_IRELATIVE, R_X86_64_JUMP_SLOT, R_X86_64_TPOFF64, type Binding as SymBinding, type ScopeEntry } from "../core/symbols.js";
 import { ElfReader as Elf } from "../core/elf.js";
 import type { ReadPackage } from "../format/reader.js";
 import type { Reference } from "../format/model.js";
@@ -453,6 +453,19 @@ class Resolver {
         }
         if (v === resolver || !inMappings(code, v, true)) continue;
         return { addr: v, how: `${hex(v)}, as the ${s.type === R_X86_64_GLOB_DAT ? "GLOB_DAT" : "JUMP_SLOT"} slot ${hex(slot)} of ${c.name} holds it` };
+      }
+    }
+    // An IFUNC of the module being patched, called from inside it: ld.so resolved its
+    // IRELATIVE slots (addend = the resolver's link-time address) at load time.
+    if (defining.mod.start === this.target.module.module.start) {
+      const dyn = this.moduleDynsym();
+      const want = resolver - this.bias;
+      for (const s of dyn ? dyn.slots() : []) {
+        if (s.type !== R_X86_64_IRELATIVE || s.addend !== want) continue;
+        const slot = this.bias + s.address;
+        const v = this.readU64(slot);
+        if (v === resolver || !inMappings(code, v, true)) continue;
+        return { addr: v, how: `${hex(v)}, as the IRELATIVE slot ${hex(slot)} of ${this.modName} holds it` };
       }
     }
     // No module has it bound: ask the resolver, in the target.
