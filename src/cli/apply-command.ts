@@ -11,6 +11,7 @@
 // (src/apply/index.ts). A refusal (ApplyError) is one line naming the process, the
 // function and the reason, exit 1; with --json also {"error": ...} on stdout.
 import { existsSync } from "node:fs";
+import { availableParallelism } from "node:os";
 import type { Command, Output } from "./command.js";
 import { EXIT_FAILED, EXIT_INTERNAL, EXIT_OK } from "./exit-codes.js";
 import { choice, pidArg, positiveInteger, UsageError, type ParsedArgs } from "./options.js";
@@ -26,7 +27,12 @@ import * as engine from "../apply/index.js";
 /** The library the commands call (src/apply/index.ts); a parameter so the CLI's plumbing can be tested alone. */
 export type ApplyLibrary = Pick<typeof engine, "applyPatch" | "revertPatch" | "readStatus">;
 
-export const DEFAULT_JOBS = 8;
+/**
+ * Processes `apply --all` patches at a time: the CPUs. Measured with 50 targets on 2 CPUs,
+ * 8 at a time took 15% less time than 2, but stretched the longest pause of a target from
+ * 2-6 ms to 14-20 ms: concurrent applies compete with the stopped target's tracer.
+ */
+export const DEFAULT_JOBS = Math.max(1, availableParallelism());
 
 interface Common {
   file: string;
@@ -186,7 +192,7 @@ export function applyCommandWith(lib: ApplyLibrary): Command {
         { name: "consistency", kind: "string", value: "MODE", help: "function (default): no thread inside a replaced function; entry: running calls finish in the old code" },
         { name: "timeout", kind: "number", value: "MS", help: "how long to wait for threads to leave the replaced functions (default 5000)" },
         { name: "require-signed", kind: "string", value: "KEY", help: "refuse the package unless signed by this ed25519 key (PEM)" },
-        { name: "jobs", kind: "number", value: "N", help: `with --all: processes patched at a time (default ${DEFAULT_JOBS})` },
+        { name: "jobs", kind: "number", value: "N", help: `with --all: processes patched at a time (default: the CPUs, ${DEFAULT_JOBS})` },
       ],
     },
     async run(args, io) {
