@@ -6,6 +6,7 @@
 // - a dead pid (NO_PROCESS);
 // - a site whose bytes differ: the running binary is a rebuild with a change in the
 //   patched function and the same build-id (SITE_MISMATCH);
+// - the same package twice (ALREADY_APPLIED), a revert of what is not applied (NOT_APPLIED).
 // (The same through the command line: apply-live-cli.test.ts.)
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { execFileSync } from "node:child_process";
@@ -105,5 +106,26 @@ describe("refusals leave the target as it was", () => {
     expect(e.message).toContain(`process ${t.pid}, function answer`);
     expectUnchanged(before);
     expect(await t.ask("call", "call")).toEqual({ r: "7" });
+  });
+
+  it("the same package twice: ALREADY_APPLIED; a revert of what is not applied: NOT_APPLIED", async () => {
+    const { t, before } = await start();
+    const e0 = await refusal(revertPatch(t.pid, "simple-1", { core }));
+    expect(e0.code, e0.message).toBe("NOT_APPLIED");
+    expect(e0.message).toContain(`process ${t.pid}`);
+    expectUnchanged(before);
+    await applyPatch(t.pid, simplePkg, { core });
+    expect(await t.ask("call", "call")).toEqual({ r: "2" });
+    const applied = snapshot(t.pid);
+    const e = await refusal(applyPatch(t.pid, simplePkg, { core }));
+    expect(e.code, e.message).toBe("ALREADY_APPLIED");
+    expect(e.message).toContain(`process ${t.pid}`);
+    expectUnchanged(applied);
+    const e2 = await refusal(revertPatch(t.pid, "other-1", { core }));
+    expect(e2.code, e2.message).toBe("NOT_APPLIED");
+    expectUnchanged(applied);
+    await revertPatch(t.pid, "simple-1", { core });
+    expectUnchanged(before);
+    expect(await t.ask("call", "call")).toEqual({ r: "1" });
   });
 });
