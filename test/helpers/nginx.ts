@@ -2,7 +2,9 @@
 // source and fix are, how it is built, and the configuration that tells the original
 // from the fixed version over HTTP.
 import { execFileSync } from "node:child_process";
-import { rmSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { chmodSync, copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import * as os from "node:os";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -76,36 +78,80 @@ export interface NginxFix {
   target: string;
   /** the fixed build's binary, for reference */
   patchedBinary: string;
-  /** the package made by `patchc build --source` from the Debian fix */
+  /** the package made by `patchc build` from the Debian fix */
   packageFile: string;
+  /** both builds came from the cache (the package was still made by `patchc build`) */
+  cached: boolean;
   /** what `patchc build` printed (stderr) */
   log: string;
 }
 
+const FIX_ID = "cve-2026-42945";
+
 /**
- * Runs the real `patchc build --source` over the original tree and the Debian fix,
- * with the build of test/real-nginx.test.ts (same command, flags and build directory,
- * so the same cache entry of the original build), keeping the build's outputs in
- * `dir`/build and writing the package `dir`/cve-2026-42945.patch. The scratch build
- * directory is one per machine: while another test builds in it, this one waits.
+ * The package of the Debian fix, made by the real `patchc build`. The first time, with
+ * `--source` over the original tree and the fix, with the build of test/real-nginx.test.ts
+ * (same command, flags and build directory, so the same cache entry of the original
+ * build); both builds' objects and binaries are then kept in the cache, under a key of
+ * everything the compiler's output depends on (the fix, the command, the compiler,
+ * dpkg-buildflags, the build directory). Later times: `patchc build --orig --patched
+ * --target` over the cached objects (the same diff and package, without the two
+ * builds). The scratch build directory is one per machine: while another test builds
+ * in it, this one waits.
  */
 export async function nginxFixPackage(dir: string, log: (line: string) => void = () => {}): Promise<NginxFix> {
   const { main } = await import("../../src/cli/main.js");
   const { tree, fix, cache } = realNginx();
+  const packageFile = path.join(dir, `${FIX_ID}.patch`);
+  const key = createHash("sha256")
+    .update(
+      JSON.stringify({
+        v: 1,
+        version: NGINX_VERSION,
+        tree,
+        fix: readFileSync(fix, "utf8"),
+        command: NGINX_BUILD_COMMAND,
+        cc: execFileSync("cc", ["--version"], { encoding: "utf8" }),
+        flags: execFileSync("dpkg-buildflags", [], { encoding: "utf8", cwd: "/" }),
+        scratch: os.tmpdir(),
+      }),
+    )
+    .digest("hex")
+    .slice(0, 32);
+  const kept = path.join(cache, "builds", `fixed-${key}`);
+  const patchc = async (args: string[]): Promise<{ code: number; err: string }> => {
+    let err = "";
+    const code = await main(args, { out: () => {}, err: (t) => void ((err += t), log(t.trimEnd())), isTTY: false });
+    return { code, err };
+  };
+  if (existsSync(path.join(kept, "complete"))) {
+    log(`both builds from the cache ${kept}`);
+    mkdirSync(dir, { recursive: true });
+    const target = path.join(dir, "nginx");
+    copyFileSync(path.join(kept, "target", "nginx"), target);
+    chmodSync(target, 0o755);
+    const r = await patchc(["build", "--orig", path.join(kept, "original"), "--patched", path.join(kept, "patched"), "--target", target, "--id", FIX_ID, "-o", packageFile]);
+    if (r.code !== 0) throw new Error(`patchc build --orig/--patched (nginx, cached builds) failed with exit code ${r.code}:\n${r.err}`);
+    return { target, patchedBinary: path.join(kept, "patched-binary", "nginx"), packageFile, cached: true, log: r.err };
+  }
   const keep = path.join(dir, "build");
-  const packageFile = path.join(dir, "cve-2026-42945.patch");
   const deadline = Date.now() + 30 * 60_000;
   for (;;) {
-    let err = "";
-    const code = await main(
-      ["build", "--source", tree, "--diff", fix, "--build-cmd", NGINX_BUILD_COMMAND, "--debian", "--binary", NGINX_BINARY, "--cache", path.join(cache, "builds"), "--keep", keep, "--id", "cve-2026-42945", "-o", packageFile],
-      { out: () => {}, err: (t) => void ((err += t), log(t.trimEnd())), isTTY: false },
-    );
-    if (code === 0) return { target: path.join(keep, "target", "nginx"), patchedBinary: path.join(keep, "patched-binary", "nginx"), packageFile, log: err };
-    if (!/is in use by patchc process \d+/.test(err) || Date.now() > deadline) throw new Error(`patchc build --source (nginx) failed with exit code ${code}:\n${err}`);
+    const r = await patchc(["build", "--source", tree, "--diff", fix, "--build-cmd", NGINX_BUILD_COMMAND, "--debian", "--binary", NGINX_BINARY, "--cache", path.join(cache, "builds"), "--keep", keep, "--id", FIX_ID, "-o", packageFile]);
+    if (r.code === 0) {
+      // Kept whole or not at all: copied aside, then renamed.
+      const tmp = `${kept}.tmp-${process.pid}`;
+      rmSync(tmp, { recursive: true, force: true });
+      cpSync(keep, tmp, { recursive: true });
+      writeFileSync(path.join(tmp, "complete"), `${new Date().toISOString()}\n`);
+      rmSync(kept, { recursive: true, force: true });
+      renameSync(tmp, kept);
+      return { target: path.join(keep, "target", "nginx"), patchedBinary: path.join(keep, "patched-binary", "nginx"), packageFile, cached: false, log: r.err };
+    }
+    if (!/is in use by patchc process \d+/.test(r.err) || Date.now() > deadline) throw new Error(`patchc build --source (nginx) failed with exit code ${r.code}:\n${r.err}`);
     // The other build holds the scratch directory: wait for it, with an empty output.
     rmSync(keep, { recursive: true, force: true });
-    await new Promise((r) => setTimeout(r, 5000));
+    await new Promise((res) => setTimeout(res, 5000));
   }
 }
 
