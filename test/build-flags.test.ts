@@ -11,6 +11,7 @@ import { diffBuilds } from "../src/build/build-diff.js";
 import { BuildError } from "../src/build/errors.js";
 import { effectiveOptions, flagDifference } from "../src/build/flags.js";
 import { makePackage } from "../src/build/make-package.js";
+import { main } from "../src/cli/main.js";
 import { pairObjects } from "../src/build/objects.js";
 import { nodeCore } from "../src/node/core-file.js";
 import { Scratch, run } from "./helpers/gcc.js";
@@ -108,6 +109,26 @@ describe("makePackage: compile flags", () => {
     expect(r.notes).toEqual([
       "fix.o: flags not compared with the target's: it records no compile flags (no DW_AT_producer: built without -g; no .GCC.command.line: without -frecord-gcc-switches)",
     ]);
+  });
+
+  it("patchc build: the note in the build report (text and --json), the refusal as the error (exit 1)", async () => {
+    const quiet = program(["-O2", "-g0", ...SECTIONS], ["-O2", "-g0", ...SECTIONS]);
+    let out = "";
+    let err = "";
+    const io = { out: (t: string) => void (out += t), err: (t: string) => void (err += t), isTTY: false };
+    const args = (p: typeof quiet, o: string) => ["build", "--orig", p.original, "--patched", p.patched, "--target", p.target, "-o", path.join(p.dir, o)];
+    expect(await main(args(quiet, "a.patch"), io)).toBe(0);
+    expect(out).toContain("note: fix.o: flags not compared with the target's: it records no compile flags");
+    out = "";
+    expect(await main([...args(quiet, "b.patch"), "--json"], io)).toBe(0);
+    expect(JSON.parse(out).notes).toEqual([
+      "fix.o: flags not compared with the target's: it records no compile flags (no DW_AT_producer: built without -g; no .GCC.command.line: without -frecord-gcc-switches)",
+    ]);
+    const wrong = program(["-O2", "-g", ...SECTIONS], ["-O1", "-g", ...SECTIONS]);
+    err = "";
+    expect(await main(args(wrong, "c.patch"), io)).toBe(1);
+    expect(err).toContain("flags: fix.o: compile unit fix.c: compiled with flags different from the target's");
+    expect(fs.existsSync(path.join(wrong.dir, "c.patch"))).toBe(false);
   });
 
   it("a target whose debug sections are compressed: not compared, and the build report says why", () => {
