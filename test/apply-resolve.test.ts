@@ -385,6 +385,11 @@ for (const pie of [true, false]) {
       const iHits = refs.findIndex((r) => r.name.startsWith("hits"));
       e = await unresolved(altered(iHits, { local: { file: "main.c", sympos: 2 } }));
       expect(e.message).toMatch(/has no local symbol hits\.\d+ of main\.c at position 2/);
+      const iMalloc = refs.findIndex((r) => r.name === "malloc");
+      e = await unresolved(altered(iMalloc, { bind: "got", gotSlot: 0x10000000000n }));
+      expect(e.message).toMatch(/reference malloc@GLIBC_2\.2\.5 \(got, scope dynamic\) .*: its GOT slot 0x[0-9a-f]+ is not in the memory of /);
+      e = await unresolved(altered(iMalloc, { pltEntry: refs[iGlobal].addr }));
+      expect(e.message).toMatch(/its PLT entry 0x[0-9a-f]+ is not in the code of /);
       e = await unresolved(altered(iGlobal, { scope: "patch", patch: "earlier-1" }));
       expect(e.message).toContain("patch earlier-1 is not applied");
       // scope patch with the caller's answer

@@ -45,7 +45,7 @@
 // module's own TPOFF64 / DTPMOD64 GOT slots, as ld.so filled them, give the same facts:
 //     TPOFF64  slot = S + A - l_tls_offset   (elf/dl-machine.h, x86-64)
 //     DTPMOD64 slot = l_tls_modid
-import { existsSync } from "node:fs";
+import { existsSync, readdirSync } from "node:fs";
 import type { Core } from "../core/instance.js";
 import type { ElfReader } from "../core/elf.js";
 import { LookupFlags, SymbolIndex, SymbolTable, lookupInScope, R_X86_64_DTPMOD64, R_X86_64_GLOB_DAT, R_X86_64_IRELATIVE, R_X86_64_JUMP_SLOT, R_X86_64_TPOFF64, type Binding as SymBinding, type ScopeEntry } from "../core/symbols.js";
@@ -480,12 +480,20 @@ class Resolver {
       }
     }
     if (typeof (tracer as Partial<Tracer>).call !== "function") this.fail(r, "its IFUNC resolver must run in the target, and this tracer cannot call functions");
-    let v: bigint;
-    try {
-      v = await tracer.call(this.target.pid, resolver, [], { timeoutMs: 1000 });
-    } catch (e) {
-      this.fail(r, `calling its IFUNC resolver ${hex(resolver)} in the target failed: ${(e as Error).message}`);
+    let v: bigint | undefined;
+    // In the main thread; in another one if that has exited (a process lives on while any thread does).
+    const tids = [this.target.pid, ...taskIds(this.target.pid).filter((t) => t !== this.target.pid)];
+    for (const tid of tids) {
+      try {
+        v = await tracer.call(tid, resolver, [], { timeoutMs: 1000 });
+        break;
+      } catch (e) {
+        const code = (e as { code?: string }).code;
+        if ((code === "NO_SUCH_THREAD" || code === "THREAD_EXITED" || code === "ESRCH") && tid !== tids[tids.length - 1]) continue;
+        this.fail(r, `calling its IFUNC resolver ${hex(resolver)} in the target failed: ${(e as Error).message}`);
+      }
     }
+    if (v === undefined) this.fail(r, `its IFUNC resolver ${hex(resolver)} could not be called: the process has no thread left`);
     if (!inMappings(this.target.maps, v, true)) this.fail(r, `its IFUNC resolver ${hex(resolver)} returned ${hex(v)}, which is not in executable memory`);
     return { addr: v, how: `${hex(v)}, as its resolver ${hex(resolver)} returned when called in the target (no module has it bound yet)` };
   }
@@ -497,6 +505,9 @@ class Resolver {
       if (r.bind === "tls") return this.resolveTls(r);
       if (r.bind === "got") {
         const slot = this.bias + r.gotSlot!;
+        if (!inMappings(this.target.module.module.mappings, slot, false) || !inMappings(this.target.module.module.mappings, slot + 7n, false)) {
+          this.fail(r, `its GOT slot ${hex(slot)} is not in the memory of ${this.modName}`);
+        }
         return { binding: { kind: "got", slot }, how: `GOT slot ${hex(slot)} of ${this.modName} (for ${refName(r)}; holds ${hex(this.readU64(slot))} now)` };
       }
       if (r.bind === "plt") {
@@ -548,6 +559,15 @@ export async function resolveReferences(core: Core, target: TargetProcess, pkg: 
     throw new ApplyError("UNRESOLVED", r.subject, `reference ${ref ? describeName(ref.name, ref.local) : i} of ${pkg.file}: ${(e as Error).message}`);
   } finally {
     await r.close();
+  }
+}
+
+/** The thread ids of a process (/proc/PID/task), empty when it is gone. */
+function taskIds(pid: number): number[] {
+  try {
+    return readdirSync(`/proc/${pid}/task`).map(Number).filter((n) => n > 0);
+  } catch {
+    return [];
   }
 }
 
