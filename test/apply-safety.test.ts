@@ -32,7 +32,7 @@ const FIXTURE = String.raw`
 #include <time.h>
 #include <unistd.h>
 
-enum { F, SPIN, SIGNAL, WINDOW, OTHER, RT, JIT };
+enum { F, SPIN, SIGNAL, WINDOW, OTHER, RT, JIT, SIGJIT };
 enum { SLEEP, READ, FUTEX };
 
 struct job {
@@ -49,7 +49,7 @@ static volatile int forever = 1;
 static __thread struct job *cur;
 static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static const char *names[] = {"f", "spin", "signal", "window", "other", "rt", "jit"};
+static const char *names[] = {"f", "spin", "signal", "window", "other", "rt", "jit", "sigjit"};
 static int (*jit)(struct job *, int (*)(struct job *));
 
 static void say(struct job *j) {
@@ -68,6 +68,12 @@ __attribute__((noipa)) void park(int how) {
   }
 }
 
+/* Spins outside f, called by f: a signal interrupting it leaves f's frame only in the caller's stack. */
+__attribute__((noipa)) void spin_leaf(struct job *j) {
+  j->in_f = 1;
+  while (forever && !j->release) __asm__ volatile("" ::: "memory");
+}
+
 __attribute__((noipa)) int f(struct job *j, int level) {
   if (level == 0) { j->ra = __builtin_return_address(0); j->cfa = __builtin_dwarf_cfa(); }
   if (level < j->depth) {
@@ -75,8 +81,9 @@ __attribute__((noipa)) int f(struct job *j, int level) {
     __asm__ volatile("" ::: "memory");
     return r + level;
   }
-  if (j->mode != SIGNAL && j->mode != RT) say(j);
+  if (j->mode != SIGNAL && j->mode != RT && j->mode != SIGJIT) say(j);
   if (j->mode == F || j->mode == JIT) park(j->park);
+  if (j->mode == SIGJIT) { spin_leaf(j); return level + 1; }
   j->in_f = 1;
   while (forever && !j->release) __asm__ volatile("" ::: "memory");
   return level;
@@ -103,18 +110,24 @@ static void on_usr2(int sig) {
   park(SLEEP);
 }
 
+static int park_job(struct job *j) {
+  say(j);
+  park(SLEEP);
+  return 0;
+}
+
 static void on_usr1(int sig) {
   (void)sig;
   stack_t ss;
   sigaltstack(NULL, &ss);
   if (!(ss.ss_flags & SS_ONSTACK)) abort();
-  say(cur);
-  park(SLEEP);
+  if (cur->mode == SIGJIT) jit(cur, park_job); /* a frame without CFI on the alternate stack */
+  else park_job(cur);
 }
 
 static void *thread_main(void *p) {
   struct job *j = cur = p;
-  if (j->mode == SIGNAL) {
+  if (j->mode == SIGNAL || j->mode == SIGJIT) {
     stack_t ss = { .ss_sp = mmap(NULL, 65536, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), .ss_size = 65536 };
     if (ss.ss_sp == MAP_FAILED || sigaltstack(&ss, NULL)) abort();
   }
@@ -140,7 +153,7 @@ int main(int argc, char **argv) {
   if (jp == MAP_FAILED) abort();
   memcpy(jp, code, sizeof code);
   jit = jp;
-  printf("sym f %p\nsym g %p\nsym h %p\nsym spin_entry %p\nsym park %p\nsym my_restore_rt %p\nsym jit %p\n", (void *)f, (void *)g, (void *)h, (void *)spin_entry, (void *)park, (void *)my_restore_rt, (void *)jit);
+  printf("sym f %p\nsym g %p\nsym h %p\nsym spin_entry %p\nsym park %p\nsym my_restore_rt %p\nsym jit %p\nsym spin_leaf %p\n", (void *)f, (void *)g, (void *)h, (void *)spin_entry, (void *)park, (void *)my_restore_rt, (void *)jit, (void *)spin_leaf);
   fflush(stdout);
   int n = argc - 1;
   struct job *jobs = calloc(n, sizeof *jobs);
@@ -148,7 +161,7 @@ int main(int argc, char **argv) {
     char mode[16], park[16] = "sleep";
     int depth = 0;
     if (sscanf(argv[i + 1], "%15[a-z]:%d:%15[a-z]", mode, &depth, park) < 1) abort();
-    for (int k = 0; k < 7; k++) if (!strcmp(mode, names[k])) jobs[i].mode = k;
+    for (int k = 0; k < 8; k++) if (!strcmp(mode, names[k])) jobs[i].mode = k;
     jobs[i].depth = depth;
     jobs[i].park = !strcmp(park, "read") ? READ : !strcmp(park, "futex") ? FUTEX : SLEEP;
     pthread_attr_t at;
@@ -157,7 +170,7 @@ int main(int argc, char **argv) {
     if (pthread_create(&jobs[i].th, &at, thread_main, &jobs[i])) abort();
   }
   for (int i = 0; i < n; i++)
-    if (jobs[i].mode == SIGNAL || jobs[i].mode == RT) {
+    if (jobs[i].mode == SIGNAL || jobs[i].mode == RT || jobs[i].mode == SIGJIT) {
       while (!jobs[i].in_f) usleep(100);
       pthread_kill(jobs[i].th, jobs[i].mode == RT ? SIGUSR2 : SIGUSR1);
     }
@@ -239,7 +252,7 @@ async function startFixture(jobs: string[], flags: string[] = []): Promise<Fixtu
     // Parked threads: wait until each is inside its blocking syscall.
     for (const t of fx.threads) {
       if (t.mode === "spin" || t.mode === "window") continue;
-      const want: number[] = t.mode === "signal" || t.mode === "rt" ? [SYSCALL.sleep] : Object.values(SYSCALL);
+      const want: number[] = t.mode === "signal" || t.mode === "rt" || t.mode === "sigjit" ? [SYSCALL.sleep] : Object.values(SYSCALL);
       await until(() => want.includes(syscallOf(fx.pid, t.tid)), `thread ${t.tid} (${t.mode}) parked`);
     }
     await sleep(30); // spinning threads: past the report, into their loops
@@ -461,6 +474,27 @@ describe("ProcessUnwind on a stopped process", () => {
     }
   });
 
+  it("precise unwinding failing on a sigaltstack: the word scan also covers the stack the signal interrupted", async () => {
+    const fx = await fixture(["sigjit:2", "other:0:sleep"]);
+    try {
+      const f = fx.range("f");
+      const leaf = fx.range("spin_leaf");
+      const t = fx.threads.find((x) => x.mode === "sigjit")!;
+      const v = await checkFixture(fx, [f], []);
+      // the handler's frames (park <- park_job <- jit, no CFI) are on the alternate stack; the
+      // interrupted spin_leaf and f's frames on the thread's own stack, found through the signal frame
+      expect(v.stats!.fallbacks.map((x) => x.tid)).toEqual([t.tid]);
+      expect(v.blockers.length).toBe(1);
+      expect(v.blockers[0]).toMatchObject({ tid: t.tid, kind: "inside", range: f, returnAddr: 0n, depth: -1 });
+      expect(v.stats!.reads).toBeGreaterThan(0);
+      // spin_leaf forbidden instead: its pc is in the signal frame (on the alternate stack)
+      const v2 = await checkFixture(fx, [leaf], []);
+      expect(v2.blockers.map((b) => b.tid)).toEqual([t.tid]);
+    } finally {
+      await done(fx);
+    }
+  });
+
   it("a signal handler whose restorer has no CFI (found by its bytes): blocked through that trampoline", async () => {
     const fx = await fixture(["rt:1", "other:0:sleep"]);
     try {
@@ -611,6 +645,13 @@ describe("ProcessUnwind on a stopped process", () => {
         // glibc's __restore_rt has CFI (an 'S' CIE); the fixture's own restorer has none
         expect(pu.trampolines).toEqual([fx.sym.my_restore_rt]);
         expect(pu.modules.find((m) => /\/libc\.so/.test(m.path))!.signalCie).toBe(true);
+        // where a handler returns to: the fixture's restorer, and glibc's __restore_rt (libc's and
+        // ld.so's copies), from their 'S' FDEs
+        expect(pu.sigRanges.filter((r) => r.lo === fx.sym.my_restore_rt).length).toBe(1);
+        const glibc = pu.sigRanges.filter((r) => r.lo !== fx.sym.my_restore_rt);
+        const libc = pu.modules.find((m) => /\/libc\.so/.test(m.path))!;
+        expect(glibc.some((r) => r.lo >= libc.start && r.hi <= libc.end)).toBe(true);
+        for (const r of glibc) expect(pu.registry.row(r.lo + 1n)!.signalFrame).toBe(true);
       } finally {
         pu.close();
       }

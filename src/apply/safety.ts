@@ -17,7 +17,11 @@
 // Unwinding is the core's (assembly/stack, docs/core-abi.md "Stack-scan analysis"):
 // precise with DWARF CFI (.eh_frame) of every module mapped in the target, the
 // conservative word scan (every aligned stack word taken as a return address) where
-// precise unwinding fails. A conservative hit has no known return address (0n).
+// precise unwinding fails. A conservative hit has no known return address (0n). The
+// word scan covers the stacks it is given: where precise unwinding failed before it
+// crossed a signal frame (a handler on a sigaltstack), the stack the signal
+// interrupted is found through the rt_sigframe's saved rsp, next to a return address
+// into a sigreturn trampoline among the words.
 //
 // Where the CFI comes from, for each module in /proc/PID/maps (System V gABI, and
 // the LSB's .eh_frame_hdr):
@@ -154,6 +158,7 @@ interface ThreadWork {
   segs: Seg[];
   bytes: number;
   noMore: boolean;
+  sigSearched?: boolean;
   res?: RawResult;
 }
 
@@ -283,6 +288,8 @@ export class ProcessUnwind {
     readonly trampolines: bigint[],
     /** executable mappings without CFI (patch regions, JIT code): frames there fall back to the conservative scan */
     readonly unwindless: Mapping[],
+    /** code a signal handler returns to (sigreturn trampolines): the 'S' FDEs' ranges and the declared trampolines */
+    readonly sigRanges: Array<{ lo: bigint; hi: bigint }>,
   ) {
     this.maps = maps;
   }
@@ -296,6 +303,7 @@ export class ProcessUnwind {
     const registry = new CfiRegistry(core);
     const modules: PreparedModule[] = [];
     const trampolines: bigint[] = [];
+    const sigRanges: Array<{ lo: bigint; hi: bigint }> = [];
     try {
       const regions = opts.regions ?? findRegions(target.pid, target.maps, mem);
       for (const mod of listModules(target.maps)) {
@@ -306,7 +314,8 @@ export class ProcessUnwind {
           let r = addModuleFromMemory(registry, mem, mod);
           if (r.id === 0 && mod.inode !== 0) r = addModuleFromFile(core, registry, target.pid, mod);
           pm.id = r.id;
-          pm.signalCie = r.signalCie;
+          pm.signalCie = r.signal.length > 0;
+          sigRanges.push(...r.signal);
           if (pm.id) pm.fdes = registry.moduleInfo(pm.id).fdes;
           else pm.skipped = "no PT_GNU_EH_FRAME, and no .eh_frame section in its file";
         } catch (e) {
@@ -344,6 +353,7 @@ export class ProcessUnwind {
             if (row && row.signalFrame) continue;
             registry.addSigreturn(addr);
             trampolines.push(addr);
+            sigRanges.push({ lo: addr, hi: addr + 9n });
           }
         }
       }
@@ -355,7 +365,7 @@ export class ProcessUnwind {
     }
     const covered = (m: Mapping) => modules.some((pm) => pm.id !== 0 && m.start >= pm.start && m.end <= pm.end);
     const unwindless = target.maps.filter((m) => m.exec && !covered(m) && m.path !== "[vsyscall]");
-    const pu = new ProcessUnwind(core, target.pid, target.maps.slice(), registry, modules, trampolines, unwindless);
+    const pu = new ProcessUnwind(core, target.pid, target.maps.slice(), registry, modules, trampolines, unwindless, sigRanges);
     if (!warmedUp) {
       warmedUp = true; // compiled code is shared by every later instance of the core in this process
       pu.warmUp();
@@ -469,7 +479,20 @@ export class ProcessUnwind {
         for (const w of pending) {
           const res = run.thread(w, w.noMore || round >= MAX_ROUNDS);
           w.res = res;
-          if (res.status !== NEED_MEMORY) continue;
+          if (res.status !== NEED_MEMORY) {
+            // Precise unwinding failed: a signal frame it did not reach may hold the
+            // stack the handler interrupted (on a sigaltstack), which the word scan
+            // must see too. Once per thread.
+            if (res.mode === CONSERVATIVE && !w.sigSearched && round < MAX_ROUNDS) {
+              w.sigSearched = true;
+              const more = this.interruptedStacks(w);
+              if (more.length) {
+                for (const m of more) reads.push({ w, seg: null, ...m, below: false });
+                next.push(w);
+              }
+            }
+            continue;
+          }
           const plan = this.planRead(w, res, refreshed);
           if (plan === "refresh") {
             this.refreshMaps();
@@ -599,6 +622,39 @@ export class ProcessUnwind {
     return { seg: null, map: m, addr: a, len: Number(stop - a), below: false };
   }
 
+  /**
+   * Signal frames in a thread's stack words: a word in a sigreturn trampoline is the
+   * return address a signal handler was called with (rt_sigframe's pretcode); the
+   * interrupted registers follow it (struct rt_sigframe, x86-64):
+   *
+   *   +0 pretcode   +8 ucontext: uc_flags, uc_link, uc_stack (24 bytes)
+   *   +48 uc_mcontext: r8 r9 r10 r11 r12 r13 r14 r15 rdi rsi rbp rbx rdx rax rcx
+   *   +168 rsp   +176 rip ...
+   *
+   * Returns reads of the stacks those rsp values lie in, where no segment covers them
+   * yet (to the mapping's top: the word scan wants all of it).
+   */
+  private interruptedStacks(w: ThreadWork): Array<{ map: Mapping; addr: bigint; len: number }> {
+    const out: Array<{ map: Mapping; addr: bigint; len: number }> = [];
+    if (!this.sigRanges.length) return out;
+    const inSig = (x: bigint) => this.sigRanges.some((r) => x >= r.lo && x < r.hi);
+    for (const s of [...w.segs]) {
+      const v = new DataView(s.bytes.buffer, s.bytes.byteOffset, s.bytes.byteLength);
+      const first = Number((8n - (s.addr & 7n)) & 7n);
+      for (let o = first; o + 184 <= s.bytes.length; o += 8) {
+        if (!inSig(v.getBigUint64(o, true))) continue;
+        const rsp = v.getBigUint64(o + 168, true);
+        if (w.segs.some((g) => rsp >= g.mapLo && rsp < g.mapHi) || out.some((r) => rsp >= r.map.start && rsp < r.map.end)) continue;
+        const m = this.mappingOf(rsp);
+        if (!m || !m.read || w.segs.length + out.length >= MAX_SEGMENTS) continue;
+        const addr = rsp & ~7n;
+        const len = Number(minB(m.end - addr, BigInt(Math.max(0, MAX_STACK_BYTES - w.bytes))));
+        if (len > 0) out.push({ map: m, addr, len });
+      }
+    }
+    return out;
+  }
+
   private mappingOf(addr: bigint): Mapping | undefined {
     const maps = this.maps;
     let lo = 0, hi = maps.length;
@@ -640,7 +696,7 @@ function indexOf(hay: Uint8Array, needle: Uint8Array, from: number): number {
  * .eh_frame, at their runtime addresses. Returns the module id, 0 when the module has
  * no PT_GNU_EH_FRAME; throws when it is not an ELF image or cannot be read.
  */
-function addModuleFromMemory(reg: CfiRegistry, mem: MemoryReader, mod: ProcessModule): { id: number; signalCie: boolean } {
+function addModuleFromMemory(reg: CfiRegistry, mem: MemoryReader, mod: ProcessModule): { id: number; signal: Array<{ lo: bigint; hi: bigint }> } {
   const name = `${mod.path}${mod.deleted ? " (deleted)" : ""}`;
   const first = mod.mappings[0];
   const headLen = Number(minB(first.end - first.start, PAGE));
@@ -671,7 +727,7 @@ function addModuleFromMemory(reg: CfiRegistry, mem: MemoryReader, mod: ProcessMo
     }
   }
   if (!loads.length) throw new Error(`${name}: no PT_LOAD segment`);
-  if (hdrVaddr < 0n) return { id: 0, signalCie: false };
+  if (hdrVaddr < 0n) return { id: 0, signal: [] };
   const firstPage = loads.reduce((m, l) => (l.vaddr < m ? l.vaddr : m), loads[0].vaddr) & ~(PAGE - 1n);
   const at = (vaddr: bigint) => mod.start + (vaddr - firstPage);
   const hdrAddr = at(hdrVaddr);
@@ -686,7 +742,7 @@ function addModuleFromMemory(reg: CfiRegistry, mem: MemoryReader, mod: ProcessMo
   const end = minB(at(seg.vaddr + seg.filesz), mod.end);
   if (end <= ehAddr) throw new Error(`${name}: .eh_frame at ${hex(ehAddr)} is outside the mapped module`);
   const eh = mem.read(ehAddr, Number(end - ehAddr));
-  return { id: reg.addModule(eh, ehAddr, hdr, hdrAddr, `${name}: .eh_frame`), signalCie: hasSignalCie(eh) };
+  return { id: reg.addModule(eh, ehAddr, hdr, hdrAddr, `${name}: .eh_frame`), signal: signalFdes(eh, ehAddr) };
 }
 
 /**
@@ -695,7 +751,7 @@ function addModuleFromMemory(reg: CfiRegistry, mem: MemoryReader, mod: ProcessMo
  * the one mapped (/proc/PID/map_files: also when deleted or in another mount
  * namespace), else the path as the target sees it (/proc/PID/root).
  */
-function addModuleFromFile(core: Core, reg: CfiRegistry, pid: number, mod: ProcessModule): { id: number; signalCie: boolean } {
+function addModuleFromFile(core: Core, reg: CfiRegistry, pid: number, mod: ProcessModule): { id: number; signal: Array<{ lo: bigint; hi: bigint }> } {
   const m = mod.mappings[0];
   let data: Uint8Array | undefined;
   for (const path of [`/proc/${pid}/map_files/${m.start.toString(16)}-${m.end.toString(16)}`, `/proc/${pid}/root${mod.path}`]) {
@@ -706,46 +762,97 @@ function addModuleFromFile(core: Core, reg: CfiRegistry, pid: number, mod: Proce
       /* next */
     }
   }
-  if (!data) return { id: 0, signalCie: false };
+  if (!data) return { id: 0, signal: [] };
   const elf = new ElfReader(core, data, mod.path);
   try {
     const eh = elf.unwindTables().ehFrame;
-    if (!eh || eh.size === 0) return { id: 0, signalCie: false };
+    if (!eh || eh.size === 0) return { id: 0, signal: [] };
     const bias = mod.start - (elf.info.firstVaddr & ~(PAGE - 1n));
     const bytes = data.subarray(eh.offset, eh.offset + eh.size);
-    return { id: reg.addModule(bytes, eh.addr + bias, undefined, 0n, `${mod.path}: .eh_frame`), signalCie: hasSignalCie(bytes) };
+    return { id: reg.addModule(bytes, eh.addr + bias, undefined, 0n, `${mod.path}: .eh_frame`), signal: signalFdes(bytes, eh.addr + bias) };
   } finally {
     elf.close();
   }
 }
 
 /**
- * Whether an .eh_frame has a CIE with the 'S' augmentation (a signal frame).
- *   record: u32 length (0xffffffff: u64 length follows), CIE id (u32, u64 in the
- *   64-bit format; 0 for a CIE in .eh_frame), u8 version, augmentation string.
+ * The pc ranges of the FDEs whose CIE has the 'S' augmentation (signal frames:
+ * glibc's __restore_rt), at runtime addresses (.eh_frame loaded at ehAddr).
+ *
+ *   record: u32 length (0xffffffff: u64 length follows), then
+ *   CIE: u32 id 0, u8 version, augmentation string, uleb code align, sleb data align,
+ *        return register (u8 in version 1, else uleb), [z: uleb length, per letter:
+ *        R u8 FDE pointer encoding, P u8 encoding + pointer, L u8, S and B nothing]
+ *   FDE: u32 CIE pointer (back from this field), pc_begin and pc_range (R encoding)
  */
-function hasSignalCie(eh: Uint8Array): boolean {
+function signalFdes(eh: Uint8Array, ehAddr: bigint): Array<{ lo: bigint; hi: bigint }> {
   const v = new DataView(eh.buffer, eh.byteOffset, eh.byteLength);
+  const cies = new Map<number, number>(); // CIE offset -> R encoding, for 'S' CIEs only
+  const out: Array<{ lo: bigint; hi: bigint }> = [];
   let p = 0;
-  while (p + 4 <= eh.length) {
-    let len = v.getUint32(p, true);
-    if (len === 0) break;
-    let body = p + 4;
-    let idLen = 4;
-    if (len === 0xffffffff) {
-      if (p + 12 > eh.length) break;
-      len = Number(v.getBigUint64(p + 4, true));
-      body = p + 12;
-      idLen = 8;
+  let q = 0;
+  const uleb = () => {
+    let r = 0, shift = 0, b = 0x80;
+    while (b & 0x80 && q < eh.length && shift < 35) {
+      b = eh[q++];
+      r += (b & 0x7f) * 2 ** shift;
+      shift += 7;
     }
-    if (len < idLen + 1 || body + len > eh.length) break;
-    const id = idLen === 4 ? v.getUint32(body, true) : Number(v.getBigUint64(body, true));
+    return r;
+  };
+  const size = (enc: number) => ({ 0x00: 8, 0x02: 2, 0x03: 4, 0x04: 8, 0x0a: 2, 0x0b: 4, 0x0c: 8 })[enc & 0x0f] ?? -1;
+  const value = (at: number, enc: number): bigint | undefined => {
+    const f = enc & 0x0f;
+    if (at + size(enc) > eh.length) return undefined;
+    const x = f === 0x03 ? BigInt(v.getUint32(at, true)) : f === 0x0b ? BigInt(v.getInt32(at, true))
+      : f === 0x00 || f === 0x04 ? v.getBigUint64(at, true) : f === 0x0c ? v.getBigInt64(at, true)
+      : f === 0x02 ? BigInt(v.getUint16(at, true)) : f === 0x0a ? BigInt(v.getInt16(at, true)) : undefined;
+    return x;
+  };
+  while (p + 8 <= eh.length) {
+    const len = v.getUint32(p, true);
+    if (len === 0 || len === 0xffffffff) break; // the end, or the 64-bit format (not in x86-64 .eh_frame)
+    const body = p + 4;
+    if (body + len > eh.length || len < 8) break;
+    const id = v.getUint32(body, true);
     if (id === 0) {
-      for (let q = body + idLen + 1; q < body + len && eh[q] !== 0; q++) if (eh[q] === 0x53 /* 'S' */) return true;
+      q = body + 5;
+      let aug = "";
+      while (q < body + len && eh[q] !== 0) aug += String.fromCharCode(eh[q++]);
+      q++;
+      if (aug.includes("S") && aug.startsWith("z")) {
+        const version = eh[body + 4];
+        uleb(); // code alignment
+        uleb(); // data alignment (sleb: only skipped)
+        if (version === 1) q++;
+        else uleb();
+        uleb(); // augmentation data length
+        let renc = 0;
+        for (const c of aug.slice(1)) {
+          if (c === "R") renc = eh[q++];
+          else if (c === "P") {
+            const penc = eh[q++];
+            q += size(penc) > 0 ? size(penc) : 0;
+          } else if (c === "L") q++;
+        }
+        cies.set(p, renc); // the CIE pointer leads to its length field
+      }
+    } else {
+      const renc = cies.get(body - id);
+      if (renc !== undefined && size(renc) > 0) {
+        const at = body + 4;
+        let lo = value(at, renc);
+        const range = value(at + size(renc), renc & 0x0f);
+        if (lo !== undefined && range !== undefined) {
+          if ((renc & 0x70) === 0x10) lo += ehAddr + BigInt(at);
+          lo = BigInt.asUintN(64, lo);
+          out.push({ lo, hi: lo + BigInt.asUintN(64, range) });
+        }
+      }
     }
     p = body + len;
   }
-  return false;
+  return out;
 }
 
 // Offsets of the sigreturn sequence in a file mapping's text, per file (dev, inode,
