@@ -17,7 +17,7 @@ import { Scratch } from "./helpers/gcc.js";
 export const FLAGS = ["-O2", "-g", "-fPIE", "-ffunction-sections", "-fdata-sections", "-pthread"];
 
 /** Compiles every file of `files` into `dir` (objects named after the sources). */
-export function compileObjects(scratch: Scratch, files: Record<string, string>, dir: string): string {
+export function compileObjects(scratch: Scratch, files: Record<string, string>, dir: string, flags: string[] = FLAGS): string {
   // The same source paths for every build (as a --source build has them).
   const work = scratch.path("work");
   fs.rmSync(work, { recursive: true, force: true });
@@ -25,7 +25,7 @@ export function compileObjects(scratch: Scratch, files: Record<string, string>, 
   fs.mkdirSync(dir, { recursive: true });
   for (const [f, text] of Object.entries(files)) {
     fs.writeFileSync(path.join(work, f), text);
-    execFileSync("gcc", [...FLAGS, "-c", f, "-o", path.join(dir, f.replace(/\.c$/, ".o"))], { cwd: work, stdio: ["ignore", "pipe", "pipe"] });
+    execFileSync("gcc", [...flags, "-c", f, "-o", path.join(dir, f.replace(/\.c$/, ".o"))], { cwd: work, stdio: ["ignore", "pipe", "pipe"] });
   }
   return dir;
 }

@@ -11,6 +11,7 @@ import { ApplyError } from "../src/apply/errors.js";
 import { parseMaps } from "../src/apply/maps.js";
 import type { ReadPackage } from "../src/format/reader.js";
 import { nodeCore } from "../src/node/core-file.js";
+import { Tracer } from "../src/shim/index.js";
 import { Scratch, run } from "./helpers/gcc.js";
 import { buildPackage, compileObjects, linkTarget, Running, snapshot } from "./apply-engine-helpers.js";
 
@@ -23,7 +24,7 @@ afterEach(() => {
 afterAll(() => scratch.remove());
 
 // -p MS: a second thread calls f(-MS), which sleeps MS ms inside f (-d MS: after MS ms);
-// -s: a seccomp filter denies memfd_create; -x MS: exit after MS ms.
+// -s: a seccomp filter denies memfd_create; -x MS: exit after MS ms; -e MS: exec sleep after MS ms.
 const MAIN = `#define _GNU_SOURCE
 #include <pthread.h>
 #include <stddef.h>
@@ -58,13 +59,14 @@ static void deny_memfd(void) {
 }
 static long ms(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec * 1000L + t.tv_nsec / 1000000; }
 int main(int argc, char **argv) {
-  long exit_ms = 0, t0 = ms();
+  long exit_ms = 0, exec_ms = 0, t0 = ms();
   setvbuf(stdout, NULL, _IOLBF, 0);
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "-p")) park_ms = atoi(argv[++i]);
     else if (!strcmp(argv[i], "-d")) delay_ms = atoi(argv[++i]);
     else if (!strcmp(argv[i], "-s")) deny_memfd();
     else if (!strcmp(argv[i], "-x")) exit_ms = atol(argv[++i]);
+    else if (!strcmp(argv[i], "-e")) exec_ms = atol(argv[++i]);
   }
   if (park_ms) { pthread_t t; pthread_create(&t, 0, parker, 0); }
   int last = -1;
@@ -73,6 +75,7 @@ int main(int argc, char **argv) {
     if (v != last) { printf("f %d\\n", v); last = v; }
     usleep(300);
     if (exit_ms && ms() - t0 >= exit_ms) exit(0);
+    if (exec_ms && ms() - t0 >= exec_ms) { execl("/bin/sleep", "sleep", "100", (char *)0); exit(1); }
   }
 }
 `;
@@ -405,5 +408,35 @@ describe("apply engine: the target's conditions", () => {
     const e = await refusal(applyPatch(r.pid, v1, { core, timeoutMs: 5000 }));
     expect(e.code).toBe("TARGET_GONE");
     expect(e.subject).toBe(`process ${r.pid}`);
+  });
+
+  it("reports TARGET_GONE when the target calls exec while apply waits, leaving nothing in the new program", async () => {
+    const r = start(target, "-p", FOREVER, "-e", "600");
+    await r.waitLine(/^parked/);
+    const e = await refusal(applyPatch(r.pid, v1, { core, timeoutMs: 5000 }));
+    expect(e.code).toBe("TARGET_GONE");
+    expect(e.reason).toMatch(/exec/);
+    expect(fs.readFileSync(`/proc/${r.pid}/cmdline`, "utf8")).toBe("sleep\u0000100\u0000");
+    expect(fs.readFileSync(`/proc/${r.pid}/maps`, "utf8")).not.toContain("patchc");
+  });
+
+  it("reports a corrupt region header and does not trust it", async () => {
+    const r = start(target);
+    await r.waitLine(/^f 31$/);
+    const rep = await applyPatch(r.pid, v1, { core });
+    // /proc/PID/mem writes to read-only pages need the writer to be the tracer (proc_mem.force_override).
+    const t = Tracer.open({ core });
+    await t.attach(r.pid);
+    try {
+      await t.writeText(rep.region.base + 16n, Uint8Array.of(9));
+      const st = (await readStatus(r.pid)) as Awaited<ReturnType<typeof readStatus>> & { problems?: string[] };
+      expect(st.patches).toEqual([]);
+      expect(st.problems).toEqual([`process ${r.pid}, region at ${hex(rep.region.base)}: corrupt patch region header: state 9 is neither 1 (active) nor 2 (retired)`]);
+      expect((await refusal(revertPatch(r.pid, "fix-1", { core }))).code).toBe("NOT_APPLIED");
+      await t.writeText(rep.region.base + 16n, Uint8Array.of(1));
+    } finally {
+      await t.close();
+    }
+    expect((await revertPatch(r.pid, "fix-1", { core })).reverted[0].freed).toBe(true);
   });
 });
