@@ -163,7 +163,18 @@ async function stopLoop(
   let waitedNs = 0;
   for (;;) {
     attempts++;
-    const world = await t.stopWorld({ window: SAFETY_STACK_WINDOW });
+    let world: World;
+    try {
+      const left = Number(deadline - now()) / 1e6;
+      world = await t.stopWorld({ window: SAFETY_STACK_WINDOW, timeoutMs: Math.ceil(Math.min(2000, Math.max(100, left))) });
+    } catch (e) {
+      // A thread that does not stop in time (uninterruptible sleep, a loaded machine): the
+      // tracer resumed the others; try again until the deadline.
+      if (!(e instanceof ShimError && e.code === "STOP_TIMEOUT")) throw e;
+      if (now() >= deadline) throw new ApplyError("BUSY", processSubject(pid), `${e.message}, until the timeout (${attempts} attempts); nothing was ${action}`, e.tid);
+      await sleep(BACKOFF_MS);
+      continue;
+    }
     let verdict: SafetyVerdict;
     try {
       verdict = await unwind.check(t, world, forbidden, windows);
