@@ -302,6 +302,7 @@ void txn_after_syscall(uint64_t nr, const uint64_t a[6], int64_t ret) {
 int txn_rollback(uint32_t *undone) {
   *undone = 0;
   if (!active) return 0;
+  if (S.execed) { txn_reset(); return 0; } /* execve replaced the memory: nothing to undo, and no remote syscall may run (the syscall site is the old program's) */
   if (nj == 0) {
     txn_reset();
     return 0;

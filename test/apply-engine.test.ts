@@ -406,7 +406,7 @@ describe("apply engine: the target's conditions", () => {
     const r = start(target, "-p", FOREVER, "-x", "600");
     await r.waitLine(/^parked/);
     const e = await refusal(applyPatch(r.pid, v1, { core, timeoutMs: 5000 }));
-    expect(e.code).toBe("TARGET_GONE");
+    expect(e.code, e.message).toBe("TARGET_GONE");
     expect(e.subject).toBe(`process ${r.pid}`);
   });
 
@@ -414,8 +414,10 @@ describe("apply engine: the target's conditions", () => {
     const r = start(target, "-p", FOREVER, "-e", "600");
     await r.waitLine(/^parked/);
     const e = await refusal(applyPatch(r.pid, v1, { core, timeoutMs: 5000 }));
-    expect(e.code).toBe("TARGET_GONE");
+    expect(e.code, e.message).toBe("TARGET_GONE");
     expect(e.reason).toMatch(/exec/);
+    // The new program runs on: the rollback must not run remote syscalls at the old program's addresses.
+    await new Promise((res) => setTimeout(res, 100));
     expect(fs.readFileSync(`/proc/${r.pid}/cmdline`, "utf8")).toBe("sleep\u0000100\u0000");
     expect(fs.readFileSync(`/proc/${r.pid}/maps`, "utf8")).not.toContain("patchc");
   });

@@ -33,7 +33,7 @@ import { ProcMemory } from "./proc-memory.js";
 import { STATE, STATE_OFFSET, type RegionHeader } from "./region.js";
 import { mapRegion, type MappedRegion } from "./region-memory.js";
 import { resolveReferences } from "./resolve.js";
-import { ProcessUnwind, SAFETY_STACK_WINDOW, type Blocker, type SafetyVerdict } from "./safety.js";
+import { ProcessUnwind, SAFETY_STACK_WINDOW, waitTarget, type Blocker, type SafetyVerdict } from "./safety.js";
 import { findRegions, readMaps, statusOf, type FoundRegion } from "./status.js";
 import { closeTarget, openTarget } from "./target.js";
 
@@ -64,6 +64,20 @@ function shimError(e: unknown, pid: number, what: string): unknown {
   if (GONE_CODES.has(e.code) || !alive(pid)) return new ApplyError("TARGET_GONE", processSubject(pid), `it exited during ${what} (${e.message})`);
   if (e.code === "SITE_MISMATCH") return new ApplyError("SITE_MISMATCH", processSubject(pid), `a site changed while the target was stopped: ${e.message}`);
   return new ApplyError("TRACE", processSubject(pid), `${what}: ${e.message}`);
+}
+
+/**
+ * shimError, after giving a process that is exiting a moment to be gone: a failure of the
+ * tracer while the target dies (a thread already gone, the leader exiting) is TARGET_GONE.
+ */
+async function settledError(e: unknown, pid: number, what: string): Promise<unknown> {
+  const err = shimError(e, pid, what);
+  if (!(e instanceof ShimError) || !(err instanceof ApplyError) || err.code !== "TRACE") return err;
+  for (let i = 0; i < 20; i++) {
+    if (!alive(pid)) return new ApplyError("TARGET_GONE", processSubject(pid), `it exited during ${what} (${e.message})`);
+    await sleep(5);
+  }
+  return err;
 }
 
 /** Attaches a fresh tracer, refusing with the reason the shim gives. */
@@ -200,11 +214,12 @@ async function stopLoop(
       );
     }
     const w0 = now();
-    if (blocker.kind === "inside" && blocker.returnAddr !== 0n) {
+    const wait = waitTarget(blocker);
+    if (wait) {
       // The world resumes inside waitReturn; its pause is the stop's so far.
       pauseTotalNs += world.totalNs;
       try {
-        await t.waitReturn(blocker.tid, blocker.returnAddr, { sp: blocker.returnSp, timeoutMs: Math.ceil(Math.max(1, Math.min(left, 1000))) });
+        await t.waitReturn(blocker.tid, wait.addr, { sp: wait.sp, timeoutMs: Math.ceil(Math.max(1, Math.min(left, 1000))) });
       } catch (e) {
         // The thread exited while we waited: it left. Anything else is a failure.
         if (!(e instanceof ShimError && (e.code === "THREAD_EXITED" || e.code === "NO_SUCH_THREAD"))) throw e;
@@ -257,7 +272,7 @@ export async function applyPatch(pid: number, pkg: ReadPackage, opts: ApplyOptio
       const p = plan;
       region = await mapRegion(t, { pid, tid, patchId: plan.patchId, size: plan.regionSize, reach: plan.reach, below2G: plan.below2G, maps: target.maps, layout: (base) => p.layout(base) });
     } catch (e) {
-      throw shimError(e, pid, "mapping the patch");
+      throw await settledError(e, pid, "mapping the patch");
     }
     const image = region.image;
 
@@ -296,7 +311,7 @@ export async function applyPatch(pid: number, pkg: ReadPackage, opts: ApplyOptio
       );
     } catch (e) {
       if (e instanceof ApplyError && e.code === "BUSY") phase("wait");
-      throw shimError(e, pid, "the stop");
+      throw await settledError(e, pid, "the stop");
     }
     inTxn = false;
 
@@ -326,7 +341,7 @@ export async function applyPatch(pid: number, pkg: ReadPackage, opts: ApplyOptio
       totalNs: Number(now() - t0),
     };
   } catch (e) {
-    const err = shimError(e, pid, "apply");
+    const err = await settledError(e, pid, "apply");
     if (t && inTxn && !committed) {
       try {
         await t.rollback();
@@ -404,7 +419,7 @@ export async function revertPatch(pid: number, which: string | "all", opts: Reve
     report.totalNs = Number(now() - t0);
     return report;
   } catch (e) {
-    throw shimError(e, pid, "revert");
+    throw await settledError(e, pid, "revert");
   } finally {
     unwind?.close();
     mem.close();
