@@ -180,6 +180,10 @@ describe("output", () => {
       ].join("\n"),
     );
     expect(formatStatus({ pid: 5, patches: [] })).toBe("process 5: no patches applied\n");
+    // What the library could not read is said, not hidden.
+    const damaged = "region at 0x7f0000200000 (/memfd:patchc:x (deleted)): header version 9 is not 1";
+    expect(formatStatus({ pid: 5, patches: [], problems: [damaged] } as StatusReport)).toBe(`process 5: no patches applied\nproblem: ${damaged}\n`);
+    expect(formatStatus({ ...s, problems: [damaged] } as StatusReport).endsWith(`  parse  0x401000 -> 0x7f0000100100  current (over fix-1)\nproblem: ${damaged}\n`)).toBe(true);
     expect(JSON.parse(toJson(s)).patches[0].appliedAt).toBe("2026-11-27T08:01:02.345Z");
   });
 

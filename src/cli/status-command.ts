@@ -16,8 +16,10 @@ import * as engine from "../apply/index.js";
 
 const when = (d: Date): string => (Number.isNaN(d.getTime()) ? "at an unknown time" : `applied ${d.toISOString().replace("T", " ").replace(/\.\d+Z$/, " UTC")}`);
 
-export function formatStatus(s: StatusReport): string {
-  if (s.patches.length === 0) return `process ${s.pid}: no patches applied\n`;
+/** A status report; `problems`: what the library could not read (a region whose header is damaged, ...). */
+export function formatStatus(s: StatusReport & { problems?: string[] }): string {
+  const problems = (s.problems ?? []).map((p) => `problem: ${p}\n`).join("");
+  if (s.patches.length === 0) return `process ${s.pid}: no patches applied\n${problems}`;
   const lines = [`process ${s.pid}: ${s.patches.length} patch${s.patches.length === 1 ? "" : "es"}`];
   const idW = Math.max(...s.patches.map((p) => p.patchId.length));
   s.patches.forEach((p, i) => {
@@ -32,7 +34,7 @@ export function formatStatus(s: StatusReport): string {
       lines.push(`  ${f.name.padEnd(w)}  ${hex(f.site)} -> ${hex(f.newAddr)}  ${state}${f.previous ? ` (over ${f.previous})` : ""}`);
     }
   });
-  return lines.join("\n") + "\n";
+  return lines.join("\n") + "\n" + problems;
 }
 
 export function statusCommandWith(lib: Pick<ApplyLibrary, "readStatus">): Command {
