@@ -2,9 +2,9 @@
 //
 // server.c (generated): 100 small functions f0..f99, called through a table by N worker
 // threads that either sleep (each call followed by a 50 ms nanosleep: blocked in a
-// syscall nearly all the time) or spin (a busy loop of a few microseconds between two
-// calls, so a thread is inside an f only ~0.2% of the time and whole-function
-// consistency rarely has to wait), plus the main thread blocked in read(0).
+// syscall nearly all the time) or spin (a busy loop of some 30 microseconds between two
+// calls, so a thread is inside an f only a few hundredths of a percent of the time and
+// whole-function consistency rarely has to wait), plus the main thread blocked in read(0).
 //
 //   server sleep|busy N      prints "ready" once every worker runs
 //
@@ -56,7 +56,7 @@ static void *spinner(void *a) {
   long k = (long)a, acc = 0;
   __atomic_add_fetch(&started, 1, __ATOMIC_RELAXED);
   for (;;) {
-    for (volatile int j = 0; j < 2000; j++) {
+    for (volatile int j = 0; j < 20000; j++) {
     }
     acc += table[k++ % ${FUNCTIONS}](acc);
     sink = acc;

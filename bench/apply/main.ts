@@ -141,6 +141,8 @@ interface Cell {
   /** applies that timed out (BUSY) with whole-function consistency and were made with "entry" */
   entryApplies: number;
   busyTimeouts: string[];
+  /** reverts that timed out (BUSY): the target was restarted */
+  revertTimeouts: number;
   failures: string[];
 }
 
@@ -181,7 +183,7 @@ function restoreTracer(): void {
 }
 process.on("exit", restoreTracer);
 
-async function applyOnce(s: Server, cell: Cell, consistency = CONSISTENCY): Promise<void> {
+async function applyOnce(s: Server, cell: Cell, consistency = CONSISTENCY): Promise<void | "restart"> {
   const m = s.monitor!;
   await m.reset();
   const a = now();
@@ -214,7 +216,14 @@ async function applyOnce(s: Server, cell: Cell, consistency = CONSISTENCY): Prom
   cell.total.push(total);
   cell.attempts.push(report.attempts);
   cell.waited.push(report.waitedNs);
-  await revertPatch(s.pid, report.patchId, { core });
+  try {
+    await revertPatch(s.pid, report.patchId, { core, timeoutMs: TIMEOUT_MS });
+  } catch (e) {
+    // A busy thread inside the new code at every stop: the target is replaced by a fresh one.
+    if (!(e instanceof ApplyError && e.code === "BUSY")) throw e;
+    cell.revertTimeouts++;
+    return "restart";
+  }
   await sleep(5);
 }
 
@@ -245,7 +254,7 @@ async function shimRounds(s: Server, row: TargetRow, variant: string, rounds: nu
 }
 
 async function benchTarget(kind: "sleep" | "busy", threads: number): Promise<TargetRow> {
-  const s = await startServer(fx.server, kind, threads, fx.monitor);
+  let s = await startServer(fx.server, kind, threads, fx.monitor);
   live.add(s);
   try {
     await sleep(50);
@@ -259,7 +268,7 @@ async function benchTarget(kind: "sleep" | "busy", threads: number): Promise<Tar
       shimPause: new Map(variants.map((v) => [v.name, []])),
       shimWinGap: [],
       shimWinPause: [],
-      cells: variants.flatMap((v) => FUNCS.map((functions) => ({ kind, threads, functions, variant: v.name, gap: [], pause: [], pauseTotal: [], total: [], attempts: [], waited: [], splits: [], phases: [], calls: [], entryApplies: 0, busyTimeouts: [], failures: [] }))),
+      cells: variants.flatMap((v) => FUNCS.map((functions) => ({ kind, threads, functions, variant: v.name, gap: [], pause: [], pauseTotal: [], total: [], attempts: [], waited: [], splits: [], phases: [], calls: [], entryApplies: 0, busyTimeouts: [], revertTimeouts: 0, failures: [] }))),
     };
     // one-by-one stops of 100 busy threads take seconds (each waits for its turn on a CPU)
     const busyMany = kind === "busy" && threads >= 100;
@@ -271,7 +280,16 @@ async function benchTarget(kind: "sleep" | "busy", threads: number): Promise<Tar
       for (const v of b % 2 ? [...variants].reverse() : variants) {
         install(v);
         await shimRounds(s, row, v.name, REPS);
-        for (const cell of row.cells) if (cell.variant === v.name) for (let r = 0; r < REPS; r++) await applyOnce(s, cell);
+        for (const cell of row.cells)
+          if (cell.variant === v.name)
+            for (let r = 0; r < REPS; r++)
+              if ((await applyOnce(s, cell)) === "restart") {
+                s.kill();
+                live.delete(s);
+                s = await startServer(fx.server, kind, threads, fx.monitor);
+                live.add(s);
+                await sleep(50);
+              }
       }
       // the noise floor: a window as long as an apply, with nothing done
       const len = Math.max(5, median(row.cells.flatMap((c) => c.total)) / 1e6);
@@ -399,6 +417,7 @@ for (const r of rows) {
     const att = c.attempts.filter((a) => a > 1);
     if (att.length) notes.push(`${att.length} of ${c.attempts.length} applies waited for a thread to leave (${fmt(median(c.waited))} median wait, up to ${Math.max(...c.attempts)} attempts; pause summed over attempts ${fmt(median(c.pauseTotal))})`);
     if (c.entryApplies) notes.push(`${c.entryApplies} applies with whole-function consistency timed out after ${TIMEOUT_MS} ms (a busy thread inside a replaced function at every stop: "${c.busyTimeouts[0]}") and were made again with consistency "entry"`);
+    if (c.revertTimeouts) notes.push(`${c.revertTimeouts} reverts timed out after ${TIMEOUT_MS} ms (a busy thread inside the new code at every stop): the target was restarted`);
     if (c.failures.length) notes.push(`${c.failures.length} failed: ${[...new Set(c.failures)].join("; ")}`);
     if (r.partial) notes.push(`one-by-one stopped ${r.partial.stopped} of ${r.partial.of} threads in ${fmt(r.partial.ns)} and was cut short: the floor is a lower bound`);
     const g = median(c.gap);
