@@ -273,16 +273,21 @@ async function benchTarget(kind: "sleep" | "busy", threads: number): Promise<Tar
     // one-by-one stops of 100 busy threads take seconds (each waits for its turn on a CPU)
     const busyMany = kind === "busy" && threads >= 100;
     for (let b = 0; b < BLOCKS; b++) {
-      const f = floor(s.pid, busyMany ? 1 : 5, busyMany ? 10000 : 60000);
-      row.floorNs.push(...f.ns);
-      row.floorGap.push(...f.gap);
-      row.partial ??= f.partial;
+      const floorRounds = (n: number) => {
+        const f = floor(s.pid, n, busyMany ? 10000 : 60000);
+        row.floorNs.push(...f.ns);
+        row.floorGap.push(...f.gap);
+        row.partial ??= f.partial;
+      };
+      if (busyMany) floorRounds(1);
       for (const v of b % 2 ? [...variants].reverse() : variants) {
         install(v);
         await shimRounds(s, row, v.name, REPS);
         for (const cell of row.cells)
           if (cell.variant === v.name)
-            for (let r = 0; r < REPS; r++)
+            for (let r = 0; r < REPS; r++) {
+              // the floor next to the applies in time: the machine's load changes by the second
+              if (!busyMany) floorRounds(1);
               if ((await applyOnce(s, cell)) === "restart") {
                 s.kill();
                 live.delete(s);
@@ -290,6 +295,7 @@ async function benchTarget(kind: "sleep" | "busy", threads: number): Promise<Tar
                 live.add(s);
                 await sleep(50);
               }
+            }
       }
       // the noise floor: a window as long as an apply, with nothing done
       const len = Math.max(5, median(row.cells.flatMap((c) => c.total)) / 1e6);
@@ -406,7 +412,7 @@ if (want("all")) {
 const kindName = (k: "sleep" | "busy", n: number) => `${n} ${k === "sleep" ? "sleeping" : "busy"}`;
 const cellOf = (r: TargetRow, f: number, v = "current") => r.cells.find((c) => c.functions === f && c.variant === v)!;
 console.log("\n### apply\n");
-console.log(`consistency: ${CONSISTENCY}; ${REPS * BLOCKS} applies per cell (each reverted), one-by-one floor rounds taking turns with them; medians; ${autogroupNote}; pause monitor at nice ${process.env.BENCH_MONITOR_NICE ?? "-20"}; load average ${loadBefore} before, ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")} after\n`);
+console.log(`consistency: ${CONSISTENCY}; ${REPS * BLOCKS} applies per cell (each reverted), a one-by-one floor round before each apply; medians; ${autogroupNote}; pause monitor at nice ${process.env.BENCH_MONITOR_NICE ?? "-20"}; load average ${loadBefore} before, ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")} after\n`);
 console.log("| threads | functions | pause seen by the target | floor seen by the target | ratio | pause patchc reports | shim stop + resume alone | whole apply | floor timed by itself | noise floor | note |");
 console.log("|---|---|---|---|---|---|---|---|---|---|---|");
 for (const r of rows) {
