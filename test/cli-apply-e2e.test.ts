@@ -236,6 +236,41 @@ describe("patchc apply, status, revert (dist/patchc.cjs)", () => {
     fs.rmSync(`/tmp/perf-${p.pid}.map`, { force: true });
   });
 
+  it("apply --all LIBRARY patches the processes having it loaded", async () => {
+    const dir = scratch.path("lib");
+    for (const d of ["", "/original", "/patched"]) fs.mkdirSync(dir + d, { recursive: true });
+    const libSrc = scratch.write("lib/scale.c", "volatile int n;\nint scale(int x) {\n  n++;\n#ifdef PATCHED\n  return x * 5;\n#else\n  return x * 2;\n#endif\n}\n");
+    const flags = ["-O2", "-g0", "-fPIC", "-ffunction-sections", "-fdata-sections", "-c"];
+    scratch.gcc(libSrc, "lib/original/scale.o", flags);
+    scratch.gcc(libSrc, "lib/patched/scale.o", [...flags, "-DPATCHED"]);
+    const lib = scratch.path("lib/libscale.so");
+    execFileSync("gcc", ["-shared", "-Wl,--build-id", scratch.path("lib/original/scale.o"), "-o", lib]);
+    const user = scratch.gcc(
+      scratch.write("lib/user.c", '#include <stdio.h>\n#include <stdlib.h>\nint scale(int);\nint main(void) { char l[64]; printf("ready\\n"); fflush(stdout); while (fgets(l, sizeof l, stdin)) { printf("%d\\n", scale(atoi(l))); fflush(stdout); } return 0; }\n'),
+      "lib/user",
+      ["-O2", `-L${dir}`, `-Wl,-rpath,${dir}`],
+      ["-lscale"],
+    );
+    const libPkg = scratch.path("lib/scale.patch");
+    const b = patchc("build", "--orig", `${dir}/original`, "--patched", `${dir}/patched`, "--target", lib, "-o", libPkg);
+    expect(b.err).not.toMatch(/error/i);
+    expect(b.code).toBe(0);
+    const users = [await start(user), await start(user)];
+    const bystander = await start(target);
+    const a = patchc("apply", "--all", lib, libPkg, "--json");
+    expect(a.code).toBe(0);
+    const results = JSON.parse(a.out);
+    expect(results.map((r: { pid: number }) => r.pid).sort()).toEqual(users.map((u) => u.pid).sort());
+    for (const r of results) expect(r.report.module.path).toBe(lib);
+    for (const u of users) expect(await u.ask(3)).toBe(15);
+    expect(await bystander.ask(3)).toBe(6);
+    for (const u of users) {
+      expect(patchc("revert", String(u.pid), "scale").code).toBe(0);
+      expect(await u.ask(3)).toBe(6);
+      fs.rmSync(`/tmp/perf-${u.pid}.map`, { force: true });
+    }
+  });
+
   it("exit codes: bad package, dead PID, wrong build (the target unchanged), usage", async () => {
     const theirs = await start(other);
     const before = maps(theirs.pid);
