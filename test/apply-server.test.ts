@@ -11,20 +11,15 @@
 // load, no EINTR in the server's blocked threads, the server serving afterwards,
 // nothing of the patch left (status empty, the same executable mappings as before).
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { execFileSync } from "node:child_process";
-import * as fs from "node:fs";
-import * as path from "node:path";
-import { main } from "../src/cli/main.js";
 import { nodeCore } from "../src/node/core-file.js";
 import { readPackageFile, type ReadPackage } from "../src/format/reader.js";
 import { applyPatch, readStatus, revertPatch } from "../src/apply/index.js";
 import { Scratch } from "./helpers/gcc.js";
-import { alive, compileLoad, executableMappings, httpGet, killPids, removePerfMaps, spawnQuiet, startLoad, type Load, SERVER_FIXTURES } from "./fixtures/server/harness.js";
+import { alive, buildServerFixture, compileLoad, executableMappings, httpGet, killPids, removePerfMaps, startFixtureServer, startLoad, type Load } from "./fixtures/server/harness.js";
 
 const core = nodeCore();
 const scratch = new Scratch();
 const CYCLES = 100;
-const FLAGS = ["-O2", "-g", "-Wall", "-Werror", "-fPIE", "-ffunction-sections", "-fdata-sections", "-pthread"];
 const PATH = "/hello";
 const V1 = `server version 1: ${PATH}\n`;
 const V2 = `server version 2: ${PATH}\n`;
@@ -37,28 +32,7 @@ const started: number[] = [];
 const loads: Load[] = [];
 
 beforeAll(async () => {
-  // The two builds: same file names in old/ and new/, compiled from there (the objects
-  // name their source as "reply.c"); only reply.c differs.
-  for (const v of ["old", "new"]) {
-    fs.mkdirSync(scratch.path(v));
-    fs.copyFileSync(path.join(SERVER_FIXTURES, "server.c"), scratch.path(`${v}/server.c`));
-    const reply = fs.readFileSync(path.join(SERVER_FIXTURES, "reply.c"), "utf8");
-    const text = v === "old" ? reply : reply.replace('"server version 1: ', '"server version 2: ');
-    expect(text).toContain(v === "old" ? "server version 1" : "server version 2");
-    fs.writeFileSync(scratch.path(`${v}/reply.c`), text);
-    execFileSync("gcc", [...FLAGS, "-c", "server.c", "reply.c"], { cwd: scratch.path(v), stdio: ["ignore", "pipe", "pipe"] });
-  }
-  server = scratch.path("server");
-  execFileSync("gcc", ["-pie", "-pthread", "-Wl,--build-id", "old/server.o", "old/reply.o", "-o", server], { cwd: scratch.dir });
-  for (const v of ["old", "new"]) for (const f of ["server.c", "reply.c"]) fs.rmSync(scratch.path(`${v}/${f}`));
-  packageFile = scratch.path("fix.patch");
-  let err = "";
-  const code = await main(["build", "--orig", scratch.path("old"), "--patched", scratch.path("new"), "--target", server, "-o", packageFile], {
-    out: () => {},
-    err: (t) => void (err += t),
-    isTTY: false,
-  });
-  expect(code, err).toBe(0);
+  ({ server, packageFile } = await buildServerFixture(scratch));
   pkg = readPackageFile(core, packageFile);
   loadBin = compileLoad(scratch.dir);
 }, 120_000);
@@ -71,22 +45,7 @@ afterEach(() => {
 });
 afterAll(() => scratch.remove());
 
-/** Starts the server on a free port with `workers` worker threads. */
-async function startServer(workers: number): Promise<{ pid: number; port: number }> {
-  const child = spawnQuiet(server, ["0", String(workers)]);
-  started.push(child.pid!);
-  const line = await new Promise<string>((resolve, reject) => {
-    let out = "";
-    child.stdout!.on("data", (b: Buffer) => {
-      out += b.toString();
-      if (out.includes("\n")) resolve(out.split("\n")[0]);
-    });
-    child.on("exit", (c) => reject(new Error(`server exited with ${c}`)));
-  });
-  const m = /^listening (\d+)$/.exec(line);
-  if (!m) throw new Error(`server: ${line}`);
-  return { pid: child.pid!, port: Number(m[1]) };
-}
+const startServer = (workers: number) => startFixtureServer(server, workers, started);
 
 describe("the fixture server and its load generator", () => {
   it("the package replaces render_reply, built by patchc build from the two builds", () => {
