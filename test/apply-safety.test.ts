@@ -424,6 +424,30 @@ describe("ProcessUnwind on a stopped process", () => {
     }
   });
 
+  it("stacks mapped after prepare (threads started since): found by reading the maps again inside check", async () => {
+    const fx = await fixture(["f:1:sleep", "other:0:read"]);
+    const all = parseMaps(readFileSync(`/proc/${fx.pid}/maps`, "utf8"), "maps");
+    // prepare as if no anonymous mapping existed yet: no thread stack is known to it
+    const pu = ProcessUnwind.prepare(core, { pid: fx.pid, maps: all.filter((m) => m.inode !== 0 || m.path !== "") });
+    const tracer = Tracer.open({ core });
+    try {
+      const f = fx.range("f");
+      const t = fx.threads.find((x) => x.mode === "f")!;
+      await tracer.attach(fx.pid);
+      // a short window: the rest is read from the stack mappings, which prepare did not know
+      const v = await pu.check(tracer, await tracer.stopWorld({ window: 64 }), [f], []);
+      await tracer.resumeAll();
+      expect(v.blockers.length).toBe(1);
+      expect(v.blockers[0]).toMatchObject({ tid: t.tid, how: "precise", returnAddr: t.ra, returnSp: t.cfa - 8n });
+      expect(v.stats!.conservative).toBe(0);
+    } finally {
+      pu.close();
+      await tracer.detach().catch(() => undefined);
+      await tracer.close();
+      await done(fx);
+    }
+  });
+
   it("a pc at the very first bytes of a function: a window blocker, at any depth of forbidden ranges", async () => {
     const fx = await fixture(["window", "f:2:sleep", "other:0:sleep"]);
     try {

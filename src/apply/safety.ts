@@ -158,6 +158,8 @@ interface ThreadWork {
   segs: Seg[];
   bytes: number;
   noMore: boolean;
+  /** no mapping holds its stack pointer: a word scan of its window alone proves nothing */
+  unmapped: boolean;
   sigSearched?: boolean;
   res?: RawResult;
 }
@@ -472,7 +474,7 @@ export class ProcessUnwind {
         const seg: Seg = m
           ? { mapLo: m.start, mapHi: m.end, addr: t.sp, bytes: t.stack, ptr: run.stacks + i * raw.window }
           : { mapLo: t.sp, mapHi: t.sp + BigInt(t.stack.length), addr: t.sp, bytes: t.stack, ptr: run.stacks + i * raw.window };
-        return { t, index: i, segs: [seg], bytes: t.stack.length, noMore: !m };
+        return { t, index: i, segs: [seg], bytes: t.stack.length, noMore: !m, unmapped: !m };
       });
 
       let pending = work;
@@ -556,9 +558,13 @@ export class ProcessUnwind {
             depth: conservative ? -1 : res.depth,
             how,
           });
-        } else if (res.status === FAILED || (conservative && res.incomplete)) {
+        } else if (res.status === FAILED || (conservative && (res.incomplete || w.unmapped))) {
           // Could not see the whole stack: it may hold a frame inside a forbidden range.
-          const why = res.status === FAILED ? `unwinding failed: ${res.fallback || "?"}` : `stack memory unreadable beyond the ${w.bytes} bytes read`;
+          const why = res.status === FAILED
+            ? `unwinding failed: ${res.fallback || "?"}`
+            : w.unmapped
+              ? `its stack pointer ${hex(w.t.sp)} is in no mapping of /proc/${this.pid}/maps`
+              : `stack memory unreadable beyond the ${w.bytes} bytes read`;
           blockers.push({ tid: w.t.tid, kind: "inside", range: { lo: 0n, hi: 0n, name: `(the stack of thread ${w.t.tid}: ${why})` }, pc: w.t.pc, returnAddr: 0n, returnSp: 0n, depth: -1, how });
         }
       }
