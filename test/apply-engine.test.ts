@@ -24,7 +24,7 @@ afterEach(() => {
 afterAll(() => scratch.remove());
 
 // -p MS: a second thread calls f(-MS), which sleeps MS ms inside f (-d MS: after MS ms);
-// -s: a seccomp filter denies memfd_create; -x MS: exit after MS ms; -e MS: exec sleep after MS ms.
+// -s: a seccomp filter denies memfd_create; -x MS: exit after MS ms; -e MS: exec sleep after MS ms;
 const MAIN = `#define _GNU_SOURCE
 #include <pthread.h>
 #include <stddef.h>
@@ -58,8 +58,21 @@ static void deny_memfd(void) {
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog)) { perror("seccomp"); exit(1); }
 }
 static long ms(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec * 1000L + t.tv_nsec / 1000000; }
+static long exit_ms, exec_ms, t0;
+static void *run_loop(void *arg) {
+  (void)arg;
+  int last = -1;
+  for (;;) {
+    int v = f(10);
+    if (v != last) { printf("f %d\\n", v); last = v; }
+    usleep(300);
+    if (exit_ms && ms() - t0 >= exit_ms) exit(0);
+    if (exec_ms && ms() - t0 >= exec_ms) { execl("/bin/sleep", "sleep", "100", (char *)0); exit(1); }
+  }
+  return 0;
+}
 int main(int argc, char **argv) {
-  long exit_ms = 0, exec_ms = 0, t0 = ms();
+  t0 = ms();
   setvbuf(stdout, NULL, _IOLBF, 0);
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "-p")) park_ms = atoi(argv[++i]);
@@ -69,14 +82,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(argv[i], "-e")) exec_ms = atol(argv[++i]);
   }
   if (park_ms) { pthread_t t; pthread_create(&t, 0, parker, 0); }
-  int last = -1;
-  for (;;) {
-    int v = f(10);
-    if (v != last) { printf("f %d\\n", v); last = v; }
-    usleep(300);
-    if (exit_ms && ms() - t0 >= exit_ms) exit(0);
-    if (exec_ms && ms() - t0 >= exec_ms) { execl("/bin/sleep", "sleep", "100", (char *)0); exit(1); }
-  }
+  run_loop(0);
 }
 `;
 const LIB = (k: number) => `#include <unistd.h>

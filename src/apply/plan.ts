@@ -95,7 +95,6 @@ export function planPatch(core: Core, target: TargetProcess, pkg: ReadPackage, r
   const m = pkg.model;
   const pid = target.pid;
   const subject = processSubject(pid);
-  const bias = target.module.bias;
 
   // What is applied already: the same patch, and the dependencies.
   const active = applied.patches.filter((p) => p.state === "active");

@@ -19,7 +19,7 @@
 // revert is the same in reverse: the check covers the patch's code, the write restores
 // the bytes each site held before, and the region is unmapped once a scan has shown no
 // frame in it (else kept, marked retired in its header, in the same atomic write).
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import type { Core } from "../core/instance.js";
 import type { ReadPackage } from "../format/reader.js";
 import { nodeCore } from "../node/core-file.js";
@@ -43,12 +43,39 @@ const hex = (v: bigint) => "0x" + v.toString(16);
 /** Back-off when a blocker's return address is unknown (a pc in an entry window, a conservative hit). */
 const BACKOFF_MS = 3;
 
+/** A live thread of the process for remote syscalls: the main thread unless it has exited. */
+function syscallThread(pid: number): number {
+  const state = (tid: number): string => {
+    try {
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8");
+      return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+    } catch {
+      return "X";
+    }
+  };
+  if (!["Z", "X"].includes(state(pid))) return pid;
+  let tids: string[] = [];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return pid;
+  }
+  return Number(tids.find((t) => !["Z", "X"].includes(state(Number(t)))) ?? pid);
+}
+
 /** Is the process still there (not exited, not a zombie)? */
 function alive(pid: number): boolean {
+  const live = (stat: string) => !["Z", "X"].includes(stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3));
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const st = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
-    return st !== "Z" && st !== "X";
+    if (live(readFileSync(`/proc/${pid}/stat`, "utf8"))) return true;
+    // The main thread may have exited (pthread_exit) while others run.
+    return readdirSync(`/proc/${pid}/task`).some((t) => {
+      try {
+        return live(readFileSync(`/proc/${pid}/task/${t}/stat`, "utf8"));
+      } catch {
+        return false;
+      }
+    });
   } catch {
     return false;
   }
@@ -264,7 +291,7 @@ export async function applyPatch(pid: number, pkg: ReadPackage, opts: ApplyOptio
     unwind = ProcessUnwind.prepare(core, target, { mem, regions });
 
     phase("map");
-    const tid = pid;
+    const tid = syscallThread(pid);
     let region: MappedRegion;
     try {
       await t.begin();
@@ -431,7 +458,7 @@ export async function revertPatch(pid: number, which: string | "all", opts: Reve
 async function freeRetired(t: Tracer, pid: number, h: RegionHeader, unwind: ProcessUnwind, deadline: bigint): Promise<{ entry: RevertReport["reverted"][number]; pauseNs: number }> {
   const forbidden: Range[] = [{ lo: h.base, hi: h.base + h.size, name: `the region of patch ${h.patchId}` }];
   const loop = await stopLoop(t, pid, unwind, forbidden, [], deadline, (v) => (v.safe ? undefined : v.blockers[0]), async () => (await t.resumeAll()).pauseNs, "freed");
-  await t.munmap(pid, h.base, h.size);
+  await t.munmap(syscallThread(pid), h.base, h.size);
   return { entry: { patchId: h.patchId, functions: h.functions.map((f) => f.name), freed: true }, pauseNs: loop.pauseNs };
 }
 
@@ -481,7 +508,7 @@ async function revertOne(t: Tracer, pid: number, h: RegionHeader, unwind: Proces
   let freed = false;
   if (!retire) {
     try {
-      await t.munmap(pid, h.base, h.size);
+      await t.munmap(syscallThread(pid), h.base, h.size);
       freed = true;
     } catch {
       // Keep it, retired: status shows it.
