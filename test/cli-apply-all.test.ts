@@ -1,11 +1,11 @@
 // `patchc apply --all`: which processes it finds (src/apply/all.ts), on real processes
 // compiled here, and how it runs the applies (bounded parallelism, every outcome kept).
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
 import { nodeCore } from "../src/node/core-file.js";
 import type { Core } from "../src/core/instance.js";
-import { ancestry, applyAll, binaryIdentity, execModules, findProcesses, mapsDevice, parentOf, readBuildIdNote, scanNotes } from "../src/apply/all.js";
+import { ancestry, applyAll, binaryIdentity, execModules, findProcesses, mapsDevice, parentOf, processGone, readBuildIdNote, scanNotes } from "../src/apply/all.js";
 import { parseMaps } from "../src/apply/maps.js";
 import { listModules, readModuleImage } from "../src/apply/modules.js";
 import { ProcMemory } from "../src/apply/proc-memory.js";
@@ -275,7 +275,14 @@ describe("apply --all: running the applies", () => {
     );
     expect(out[0]).toMatchObject({ pid: 1, ok: true, report: { pid: 1 } });
     expect(out[1]).toMatchObject({ pid: 2, ok: false, error: { code: "BUSY", subject: "process 2, function parse", reason: "thread 7 stayed in parse for 5000 ms", tid: 7 } });
-    expect(out[2]).toMatchObject({ pid: 3, ok: false, error: { code: "INTERNAL", subject: "process 3", reason: "internal error: x is undefined" } });
+    expect(out[1]).toMatchObject({ gone: false });
+    expect(out[2]).toMatchObject({ pid: 3, ok: false, gone: false, error: { code: "INTERNAL", subject: "process 3", reason: "internal error: x is undefined" } });
+    // NO_PROCESS of a process that is no more: it exited meanwhile; of a live one (not permitted): a failure.
+    const dead = spawnSync("true").pid!;
+    const refused = await applyAll([dead, process.pid], async (pid) => Promise.reject(new ApplyError("NO_PROCESS", `process ${pid}`, "gone or not permitted")), { jobs: 2 });
+    expect(refused.map((o) => !o.ok && o.gone)).toEqual([true, false]);
+    expect(processGone(dead)).toBe(true);
+    expect(processGone(process.pid)).toBe(false);
     expect(await applyAll([], async () => report(0), { jobs: 4 })).toEqual([]);
   });
 });

@@ -191,17 +191,19 @@ describe("output", () => {
     const id = { path: "/usr/sbin/server", buildId: "0123456789abcdef0123", dev: "fe:00", inode: 1, executable: true };
     const outcomes: ProcessOutcome[] = [
       { pid: 10, ok: true, report: { ...REPORT, pid: 10, pauseNs: 100_000 }, ms: 4 },
-      { pid: 11, ok: false, error: { code: "BUSY", subject: "process 11, function parse", reason: "thread 12 stayed in parse until the timeout (5000 ms)", tid: 12 }, ms: 5000 },
+      { pid: 11, ok: false, error: { code: "BUSY", subject: "process 11, function parse", reason: "thread 12 stayed in parse until the timeout (5000 ms)", tid: 12 }, ms: 5000, gone: false },
       { pid: 13, ok: true, report: { ...REPORT, pid: 13, pauseNs: 300_000 }, ms: 6 },
+      { pid: 14, ok: false, error: { code: "NO_PROCESS", subject: "process 14", reason: "no such process", tid: 0 }, ms: 1, gone: true },
     ];
     const text = formatAllSummary({ patchId: "fix-2" }, id, { matches: [], excluded: [{ pid: 1, why: "ancestor" }], unreadable: [5, 6], scanned: 50 }, outcomes, 5_010_000_000);
     expect(text).toBe(
       [
-        "fix-2 on 3 processes with /usr/sbin/server (build-id 0123456789abcdef): 2 patched, 1 failed",
+        "fix-2 on 4 processes with /usr/sbin/server (build-id 0123456789abcdef): 2 patched, 1 failed, 1 exited meanwhile",
         "       10  patched  stopped 100 us, 4.00 ms",
         "       11  failed   function parse: thread 12 stayed in parse until the timeout (5000 ms) [BUSY]",
         "       13  patched  stopped 300 us, 6.00 ms",
-        "total 5.01 s, 1.67 s per process (each apply: median 6.00 ms, max 5.00 s); target stopped: median 200 us, max 300 us",
+        "       14  exited   no such process [NO_PROCESS]",
+        "total 5.01 s, 1.25 s per process (each apply: median 5.00 ms, max 5.00 s); target stopped: median 200 us, max 300 us",
         "not touched: 1 (an ancestor of patchc)",
         "not readable (another user's, not permitted): 2 processes",
         "",
@@ -209,12 +211,14 @@ describe("output", () => {
     );
     // Many processes: no line each, but every failure still with its reason.
     const many: ProcessOutcome[] = Array.from({ length: 30 }, (_, i) =>
-      i === 7 ? { pid: 107, ok: false, error: { code: "TARGET_GONE", subject: "process 107", reason: "the process exited during the apply", tid: 0 }, ms: 3 } : { pid: 100 + i, ok: true, report: { ...REPORT, pid: 100 + i }, ms: 2 },
+      i === 7
+        ? { pid: 107, ok: false, error: { code: "TARGET_GONE", subject: "process 107", reason: "the process called exec during the apply", tid: 0 }, ms: 3, gone: false }
+        : { pid: 100 + i, ok: true, report: { ...REPORT, pid: 100 + i }, ms: 2 },
     );
     const manyText = formatAllSummary({ patchId: "fix-2" }, id, { matches: [], excluded: [], unreadable: [], scanned: 50 }, many, 30_000_000);
     expect(manyText.split("\n")).toEqual([
       "fix-2 on 30 processes with /usr/sbin/server (build-id 0123456789abcdef): 29 patched, 1 failed",
-      "failed: process 107: the process exited during the apply [TARGET_GONE]",
+      "failed: process 107: the process called exec during the apply [TARGET_GONE]",
       "total 30.0 ms, 1.00 ms per process (each apply: median 2.00 ms, max 3.00 ms); target stopped: median 123 us, max 123 us",
       "",
     ]);

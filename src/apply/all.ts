@@ -402,12 +402,30 @@ function moduleBuildId(core: Core, mem: MemoryReader, pid: number, mod: MappedMo
 
 export type ProcessOutcome =
   | { pid: number; ok: true; report: ApplyReport; ms: number }
-  | { pid: number; ok: false; error: { code: ApplyErrorCode | "INTERNAL"; subject: string; reason: string; tid: number }; ms: number };
+  | {
+      pid: number;
+      ok: false;
+      error: { code: ApplyErrorCode | "INTERNAL"; subject: string; reason: string; tid: number };
+      ms: number;
+      /** the process exited before or during its apply (NO_PROCESS, TARGET_GONE, and it is no more): nothing left to patch */
+      gone: boolean;
+    };
+
+/** The process is no more: no /proc entry, or a zombie. */
+export function processGone(pid: number, proc = "/proc"): boolean {
+  try {
+    const stat = readFileSync(`${proc}/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) === "Z";
+  } catch {
+    return true;
+  }
+}
 
 export interface Progress {
   total: number;
   done: number;
   patched: number;
+  /** failed, the exited ones included */
   failed: number;
 }
 
@@ -438,7 +456,8 @@ export async function applyAll(
           e instanceof ApplyError
             ? { code: e.code, subject: e.subject, reason: e.reason, tid: e.tid }
             : { code: "INTERNAL" as const, subject: `process ${pid}`, reason: `internal error: ${e instanceof Error ? e.message : String(e)}`, tid: 0 };
-        out[i] = { pid, ok: false, error, ms: performance.now() - t0 };
+        const gone = (error.code === "NO_PROCESS" || error.code === "TARGET_GONE") && processGone(pid);
+        out[i] = { pid, ok: false, error, ms: performance.now() - t0, gone };
         progress.failed++;
       }
       progress.done++;

@@ -132,12 +132,13 @@ const LIST_MAX = 20;
 export function formatAllSummary(pkg: { patchId: string }, id: BinaryIdentity, scan: ProcessScan, outcomes: ProcessOutcome[], totalNs: number): string {
   const lines: string[] = [];
   const ok = outcomes.filter((o) => o.ok);
-  const failed = outcomes.filter((o): o is Extract<ProcessOutcome, { ok: false }> => !o.ok);
+  const failed = outcomes.filter((o): o is Extract<ProcessOutcome, { ok: false }> => !o.ok && !o.gone);
+  const gone = outcomes.filter((o) => !o.ok && o.gone).length;
   const what = `${id.path} (build-id ${id.buildId.slice(0, 16)})`;
   if (outcomes.length === 0) {
     lines.push(`no process runs or has loaded ${what}: nothing to patch`);
   } else {
-    lines.push(`${pkg.patchId} on ${outcomes.length} process${outcomes.length === 1 ? "" : "es"} with ${what}: ${ok.length} patched, ${failed.length} failed`);
+    lines.push(`${pkg.patchId} on ${outcomes.length} process${outcomes.length === 1 ? "" : "es"} with ${what}: ${ok.length} patched, ${failed.length} failed${gone ? `, ${gone} exited meanwhile` : ""}`);
     if (outcomes.length <= LIST_MAX) {
       // One line per process; a failure with its reason (the function, when it concerns one).
       for (const o of outcomes) {
@@ -145,7 +146,7 @@ export function formatAllSummary(pkg: { patchId: string }, id: BinaryIdentity, s
         if (o.ok) lines.push(`  ${pid}  patched  stopped ${duration(o.report.pauseNs)}, ${duration(o.ms * 1e6)}`);
         else {
           const fn = o.error.subject.replace(new RegExp(`^process ${o.pid}(, )?`), "");
-          lines.push(`  ${pid}  failed   ${fn ? `${fn}: ` : ""}${o.error.reason} [${o.error.code}]`);
+          lines.push(`  ${pid}  ${o.gone ? "exited " : "failed "}  ${fn ? `${fn}: ` : ""}${o.error.reason} [${o.error.code}]`);
         }
       }
     } else {
@@ -251,12 +252,13 @@ async function runAll(lib: ApplyLibrary, plan: Extract<ApplyPlan, { mode: "all" 
   if (progress && outcomes.length) io.out("\r\x1b[K");
   const totalNs = Number(process.hrtime.bigint() - t0);
   if (plan.json) {
-    io.out(toJson(outcomes.map((o) => (o.ok ? { pid: o.pid, ok: true, ms: o.ms, report: o.report } : { pid: o.pid, ok: false, ms: o.ms, error: o.error }))));
+    io.out(toJson(outcomes.map((o) => (o.ok ? { pid: o.pid, ok: true, ms: o.ms, report: o.report } : { pid: o.pid, ok: false, gone: o.gone, ms: o.ms, error: o.error }))));
   } else {
     io.out(formatAllSummary(pkg.model, id, scan, outcomes, totalNs));
   }
   if (outcomes.some((o) => !o.ok && o.error.code === "INTERNAL")) return EXIT_INTERNAL;
-  return outcomes.some((o) => !o.ok) ? EXIT_FAILED : EXIT_OK;
+  // A process that exited meanwhile runs nothing to patch: not a failure.
+  return outcomes.some((o) => !o.ok && !o.gone) ? EXIT_FAILED : EXIT_OK;
 }
 
 export const applyCommand: Command = applyCommandWith(engine);
