@@ -6,7 +6,8 @@
 // GET /x%26y answers "/x%2" from the old code and "/x&y" from the fixed one.
 //
 // Applied to every nginx process (master and workers, one applyPatch per pid), the
-// reproducer shows the fix; reverted, the old behaviour. Then 100 apply/revert cycles
+// reproducer shows the fix; reverted, the old behaviour. A worker the patched master
+// forks later (one replaced after it died) runs the fix too. Then 100 apply/revert cycles
 // while a load generator (test/fixtures/server/load.c) sends the reproducer on
 // keep-alive connections and on connections opened per request: zero failed requests,
 // both versions seen by the load, nginx serving afterwards with nothing of the patch left.
@@ -134,6 +135,29 @@ describe("nginx (master and workers) patched live with its Debian fix of CVE-202
     expect(await answers(n.port)).toEqual([`200 ${OLD}`]);
     for (const pid of n.pids) expect((await readStatus(pid, { core })).patches).toEqual([]);
     expect(n.pids.map(executableMappings)).toEqual(before);
+  });
+
+  it("a worker forked by the patched master runs the fix (the patch comes with the fork), and reverts like the others", async () => {
+    const n = await startNginx();
+    await applyAll(n);
+    // The master replaces a worker that dies: a fork of the master, after the apply.
+    const [gone, kept] = n.workers;
+    process.kill(gone, "SIGKILL");
+    let fresh: number | undefined;
+    for (let i = 0; i < 400 && fresh === undefined; i++) {
+      await new Promise((r) => setTimeout(r, 25));
+      const now = childrenOf(n.master);
+      for (const w of now) if (!started.includes(w)) started.push(w);
+      if (now.length === WORKERS && !now.includes(gone)) fresh = now.find((w) => w !== kept);
+    }
+    expect(fresh, "the master started no new worker").toBeDefined();
+    const s = await readStatus(fresh!, { core });
+    expect(s.patches.map((p) => `${p.patchId} ${p.state}`)).toEqual([`${pkg.model.patchId} active`]);
+    expect(await answers(n.port, 16)).toEqual([`200 ${FIXED}`]);
+    const now: Nginx = { port: n.port, master: n.master, workers: [kept, fresh!], pids: [n.master, kept, fresh!] };
+    await revertAll(now);
+    expect(await answers(n.port, 16)).toEqual([`200 ${OLD}`]);
+    for (const pid of now.pids) expect((await readStatus(pid, { core })).patches).toEqual([]);
   });
 
   it(`${CYCLES} apply/revert cycles under load: zero failed requests, both versions serving`, async () => {
