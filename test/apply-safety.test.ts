@@ -32,7 +32,7 @@ const FIXTURE = String.raw`
 #include <time.h>
 #include <unistd.h>
 
-enum { F, SPIN, SIGNAL, WINDOW, OTHER, RT, JIT, SIGJIT };
+enum { F, SPIN, SIGNAL, WINDOW, OTHER, RT, JIT, SIGJIT, SIGLEAF };
 enum { SLEEP, READ, FUTEX };
 
 struct job {
@@ -49,7 +49,7 @@ static volatile int forever = 1;
 static __thread struct job *cur;
 static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static const char *names[] = {"f", "spin", "signal", "window", "other", "rt", "jit", "sigjit"};
+static const char *names[] = {"f", "spin", "signal", "window", "other", "rt", "jit", "sigjit", "sigleaf"};
 static int (*jit)(struct job *, int (*)(struct job *));
 
 static void say(struct job *j) {
@@ -81,9 +81,9 @@ __attribute__((noipa)) int f(struct job *j, int level) {
     __asm__ volatile("" ::: "memory");
     return r + level;
   }
-  if (j->mode != SIGNAL && j->mode != RT && j->mode != SIGJIT) say(j);
+  if (j->mode != SIGNAL && j->mode != RT && j->mode != SIGJIT && j->mode != SIGLEAF) say(j);
   if (j->mode == F || j->mode == JIT) park(j->park);
-  if (j->mode == SIGJIT) { spin_leaf(j); return level + 1; }
+  if (j->mode == SIGJIT || j->mode == SIGLEAF) { spin_leaf(j); return level + 1; }
   j->in_f = 1;
   while (forever && !j->release) __asm__ volatile("" ::: "memory");
   return level;
@@ -127,7 +127,7 @@ static void on_usr1(int sig) {
 
 static void *thread_main(void *p) {
   struct job *j = cur = p;
-  if (j->mode == SIGNAL || j->mode == SIGJIT) {
+  if (j->mode == SIGNAL || j->mode == SIGJIT || j->mode == SIGLEAF) {
     stack_t ss = { .ss_sp = mmap(NULL, 65536, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), .ss_size = 65536 };
     if (ss.ss_sp == MAP_FAILED || sigaltstack(&ss, NULL)) abort();
   }
@@ -161,7 +161,7 @@ int main(int argc, char **argv) {
     char mode[16], park[16] = "sleep";
     int depth = 0;
     if (sscanf(argv[i + 1], "%15[a-z]:%d:%15[a-z]", mode, &depth, park) < 1) abort();
-    for (int k = 0; k < 8; k++) if (!strcmp(mode, names[k])) jobs[i].mode = k;
+    for (int k = 0; k < 9; k++) if (!strcmp(mode, names[k])) jobs[i].mode = k;
     jobs[i].depth = depth;
     jobs[i].park = !strcmp(park, "read") ? READ : !strcmp(park, "futex") ? FUTEX : SLEEP;
     pthread_attr_t at;
@@ -170,7 +170,7 @@ int main(int argc, char **argv) {
     if (pthread_create(&jobs[i].th, &at, thread_main, &jobs[i])) abort();
   }
   for (int i = 0; i < n; i++)
-    if (jobs[i].mode == SIGNAL || jobs[i].mode == RT || jobs[i].mode == SIGJIT) {
+    if (jobs[i].mode == SIGNAL || jobs[i].mode == RT || jobs[i].mode == SIGJIT || jobs[i].mode == SIGLEAF) {
       while (!jobs[i].in_f) usleep(100);
       pthread_kill(jobs[i].th, jobs[i].mode == RT ? SIGUSR2 : SIGUSR1);
     }
@@ -252,7 +252,7 @@ async function startFixture(jobs: string[], flags: string[] = []): Promise<Fixtu
     // Parked threads: wait until each is inside its blocking syscall.
     for (const t of fx.threads) {
       if (t.mode === "spin" || t.mode === "window") continue;
-      const want: number[] = t.mode === "signal" || t.mode === "rt" || t.mode === "sigjit" ? [SYSCALL.sleep] : Object.values(SYSCALL);
+      const want: number[] = ["signal", "rt", "sigjit", "sigleaf"].includes(t.mode) ? [SYSCALL.sleep] : Object.values(SYSCALL);
       await until(() => want.includes(syscallOf(fx.pid, t.tid)), `thread ${t.tid} (${t.mode}) parked`);
     }
     await sleep(30); // spinning threads: past the report, into their loops
@@ -515,6 +515,40 @@ describe("ProcessUnwind on a stopped process", () => {
       const v2 = await checkFixture(fx, [leaf], []);
       expect(v2.blockers.map((b) => b.tid)).toEqual([t.tid]);
     } finally {
+      await done(fx);
+    }
+  });
+
+  it("the stack a signal interrupted cannot be read: blocked as unknown, never clear", async () => {
+    const fx = await fixture(["sigleaf:1", "other:0:sleep"]);
+    const maps = parseMaps(readFileSync(`/proc/${fx.pid}/maps`, "utf8"), "maps");
+    const pu = ProcessUnwind.prepare(core, { pid: fx.pid, maps });
+    const tracer = Tracer.open({ core });
+    try {
+      const f = fx.range("f");
+      const t = fx.threads.find((x) => x.mode === "sigleaf")!;
+      await tracer.attach(fx.pid);
+      const world = await tracer.stopWorld({ window: SAFETY_STACK_WINDOW });
+      const sp = world.threads.find((x) => x.tid === t.tid)!.sp;
+      const alt = maps.find((m) => sp >= m.start && sp < m.end)!;
+      // a tracer that reads nothing outside the alternate stack
+      const blind = {
+        readMemory: async (r: Array<{ addr: bigint; len: number }>) =>
+          (await tracer.readMemory(r)).map((b, i) => (r[i].addr >= alt.start && r[i].addr < alt.end ? b : new Uint8Array(0))),
+      } as unknown as Tracer;
+      const v = await pu.check(blind, world, [f], []);
+      const v2 = await pu.check(tracer, world, [f], []);
+      await tracer.resumeAll();
+      expect(v.blockers.length).toBe(1);
+      expect(v.blockers[0]).toMatchObject({ tid: t.tid, kind: "inside", returnAddr: 0n, range: { lo: 0n, hi: 0n } });
+      expect(v.blockers[0].range.name).toMatch(/could not be read/);
+      // with the memory: precise, through the signal frame
+      expect(v2.blockers.length).toBe(1);
+      expect(v2.blockers[0]).toMatchObject({ tid: t.tid, how: "precise", range: f, returnAddr: t.ra });
+    } finally {
+      pu.close();
+      await tracer.detach().catch(() => undefined);
+      await tracer.close();
       await done(fx);
     }
   });

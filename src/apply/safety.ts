@@ -166,6 +166,9 @@ interface ThreadWork {
 
 // stack_scan_thread's result record (docs/core-abi.md), the fields the check uses.
 const NEED_MEMORY = 2;
+// The precise unwind wanted memory it was not given (the word scan then saw only the
+// stacks it was given: a stack the unwind was going to, beyond a signal frame, is missing).
+const STACK_NEED_MEMORY = 524;
 const FAILED = 3;
 const CONSERVATIVE = 2;
 interface RawResult {
@@ -176,8 +179,9 @@ interface RawResult {
   rangeId: number;
   windowId: number;
   windowDepth: number;
-  /** why precise unwinding failed ("" when it did not) */
+  /** why precise unwinding failed ("" when it did not), and its code (0 when it did not) */
   fallback: string;
+  fallbackCode: number;
   needAddr: bigint;
   pc: bigint;
   returnAddr: bigint;
@@ -259,6 +263,7 @@ class ScanRun {
       windowId: v.getInt32(o + 24, true),
       windowDepth: v.getInt32(o + 28, true),
       fallback: fb !== 0 ? c.lastError().message : "",
+      fallbackCode: fb,
       needAddr: v.getBigUint64(o + 40, true),
       pc: v.getBigUint64(o + 48, true),
       returnAddr: v.getBigUint64(o + 56, true),
@@ -558,12 +563,14 @@ export class ProcessUnwind {
             depth: conservative ? -1 : res.depth,
             how,
           });
-        } else if (res.status === FAILED || (conservative && (res.incomplete || w.unmapped))) {
+        } else if (res.status === FAILED || (conservative && (res.incomplete || w.unmapped || res.fallbackCode === STACK_NEED_MEMORY))) {
           // Could not see the whole stack: it may hold a frame inside a forbidden range.
           const why = res.status === FAILED
             ? `unwinding failed: ${res.fallback || "?"}`
             : w.unmapped
               ? `its stack pointer ${hex(w.t.sp)} is in no mapping of /proc/${this.pid}/maps`
+              : res.fallbackCode === STACK_NEED_MEMORY
+                ? `its frames go on in memory that could not be read (${res.fallback})`
               : `stack memory unreadable beyond the ${w.bytes} bytes read`;
           blockers.push({ tid: w.t.tid, kind: "inside", range: { lo: 0n, hi: 0n, name: `(the stack of thread ${w.t.tid}: ${why})` }, pc: w.t.pc, returnAddr: 0n, returnSp: 0n, depth: -1, how });
         }
