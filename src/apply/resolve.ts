@@ -97,6 +97,64 @@ interface ScopeModule {
   name: string;
 }
 
+// Images and .dynsym indexes of the lookup scope's modules, kept across calls (apply --all
+// resolves the same libraries in many processes). What is kept is what does not depend on
+// the process: the module's read-only tables (.dynsym, .dynstr, hashes, versions, the
+// relocation tables naming its slots), read at link-time addresses; every address is then
+// made with this process's own l_addr, and slot contents are read from this process. An
+// entry is used only for the same file (device, inode, path, mapping layout) whose first
+// page (ELF header, program headers, the build-id note) reads the same in this process.
+// Entries in use by a running resolveReferences (several may run at once: apply --all)
+// are never closed; eviction happens when a call ends.
+interface CachedModule {
+  head: Uint8Array;
+  image: ElfReader;
+  index?: SymbolIndex;
+  users: number;
+  dropped: boolean; // out of the cache, closed once its last user is done
+}
+const MODULE_CACHE_MAX = 128;
+const moduleCaches = new WeakMap<Core, Map<string, CachedModule>>();
+// The patched module's symbol table by build-id (its file or debug file was checked to have it).
+const symbolCaches = new WeakMap<Core, Map<string, SymbolSource & { users: number }>>();
+const SYMBOL_CACHE_MAX = 16;
+
+function moduleKey(mod: ProcessModule): string {
+  return `${mod.mappings[0]?.dev}:${mod.inode}:${mod.path}:${mod.mappings.map((m) => `${m.start - mod.start}/${m.end - m.start}/${m.offset}`).join(",")}`;
+}
+
+function evictOldest<T extends { users: number }>(cache: Map<string, T>, max: number, close: (v: T) => void): void {
+  for (const [k, v] of [...cache]) {
+    if (cache.size <= max) return;
+    if (v.users > 0) continue;
+    cache.delete(k);
+    close(v);
+  }
+}
+
+function closeModule(c: CachedModule): void {
+  c.index?.close();
+  c.image.close();
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** Drops what resolve keeps between calls (images, indexes, symbol tables) for `core`. */
+export function clearResolveCache(core: Core): void {
+  const mods = moduleCaches.get(core);
+  if (mods) evictOldest(mods, 0, closeModule);
+  const syms = symbolCaches.get(core);
+  if (syms)
+    evictOldest(syms, 0, (v) => {
+      v.index.close();
+      v.elf.close();
+    });
+}
+
 interface TlsFacts {
   module: bigint;
   blockTpoff?: bigint;
@@ -117,7 +175,8 @@ function inMappings(maps: Mapping[], addr: bigint, exec: boolean): boolean {
 
 class Resolver {
   private mem: ProcMemory;
-  private symbols?: SymbolSource | null;
+  private symbols?: (SymbolSource & { users: number }) | null;
+  private usedModules = new Set<CachedModule>();
   private scopeMods?: ScopeModule[];
   private scopeEntries?: ScopeEntry[];
   private moduleDyn?: SymbolIndex | null;
@@ -142,15 +201,24 @@ class Resolver {
 
   async close(): Promise<void> {
     this.mem.close();
-    if (this.symbols) {
-      this.symbols.index.close();
-      this.symbols.elf.close();
-    }
     this.moduleDyn?.close();
     for (const s of this.scopeMods ?? []) {
-      s.index?.close();
-      if (s.image !== this.target.module.image) s.image.close();
+      // the patched module's own index is ours; the others belong to the cache
+      if (s.image === this.target.module.image) s.index?.close();
     }
+    for (const c of this.usedModules) {
+      c.users--;
+      if (c.dropped && c.users === 0) closeModule(c);
+    }
+    if (this.symbols) this.symbols.users--;
+    const mods = moduleCaches.get(this.core);
+    if (mods) evictOldest(mods, MODULE_CACHE_MAX, closeModule);
+    const syms = symbolCaches.get(this.core);
+    if (syms)
+      evictOldest(syms, SYMBOL_CACHE_MAX, (v) => {
+        v.index.close();
+        v.elf.close();
+      });
     if (this.ownTracer) await this.ownTracer.close().catch(() => undefined);
   }
 
@@ -176,6 +244,13 @@ class Resolver {
   private moduleSymbols(): SymbolSource | null {
     if (this.symbols !== undefined) return this.symbols;
     const id = this.target.module.image.info.buildId!;
+    let cache = symbolCaches.get(this.core);
+    if (!cache) symbolCaches.set(this.core, (cache = new Map()));
+    const hit = cache.get(id);
+    if (hit) {
+      hit.users++;
+      return (this.symbols = hit);
+    }
     const files = [...moduleFileCandidates(this.target.pid, this.target.module.module), ...debugFileCandidates(this.target.pid, id, this.opts.debugDirs)];
     for (const file of files) {
       const bytes = tryReadFile(file);
@@ -190,7 +265,9 @@ class Resolver {
         elf.close();
         continue;
       }
-      return (this.symbols = { elf, index: new SymbolIndex(this.core, elf, SymbolTable.SYMTAB), file });
+      this.symbols = { elf, index: new SymbolIndex(this.core, elf, SymbolTable.SYMTAB), file, users: 1 };
+      cache.set(id, this.symbols);
+      return this.symbols;
     }
     return (this.symbols = null);
   }
@@ -205,24 +282,31 @@ class Resolver {
     }
   }
 
+  /** The symbol file for people: the mapped file itself, or a path (the target's root and ours are the same place for this). */
+  private static sourceName(file: string): string {
+    if (/^\/proc\/\d+\/map_files\//.test(file)) return "the mapped file's .symtab";
+    return file.replace(/^\/proc\/\d+\/root(?=\/)/, "");
+  }
+
   /** Checks that the module's symbol table has `r` at link-time `addr`; returns words for `how`. */
   private checkModuleSymbol(r: Reference, addr: bigint): string {
     const src = this.moduleSymbols();
     if (src) {
+      const where = Resolver.sourceName(src.file);
       if (r.local) {
         const id = src.index.findLocal(r.name, { file: r.local.file, sympos: r.local.sympos });
-        if (id === undefined) this.fail(r, `${src.file} has no local symbol ${r.name} of ${r.local.file} at position ${r.local.sympos}`);
+        if (id === undefined) this.fail(r, `${where} has no local symbol ${r.name} of ${r.local.file} at position ${r.local.sympos}`);
         const s = src.index.get(id);
-        if (s.value !== addr) this.fail(r, `the package has it at ${hex(addr)}, ${src.file} at ${hex(s.value)}`);
-        return `checked in ${src.file}`;
+        if (s.value !== addr) this.fail(r, `the package has it at ${hex(addr)}, ${where} at ${hex(s.value)}`);
+        return `checked in ${where}`;
       }
       const ids = src.index.findAll(r.name);
-      if (ids.length === 0) this.fail(r, `${src.file} has no symbol ${r.name}`);
+      if (ids.length === 0) this.fail(r, `${where} has no symbol ${r.name}`);
       const syms = ids.map((i) => src.index.get(i)).filter((s) => s.defined);
       if (!syms.some((s) => s.value === addr && s.bind !== STB_LOCAL) && !syms.some((s) => s.value === addr)) {
-        this.fail(r, `the package has it at ${hex(addr)}, ${src.file} at ${syms.map((s) => hex(s.value)).join(", ") || "no defined address"}`);
+        this.fail(r, `the package has it at ${hex(addr)}, ${where} at ${syms.map((s) => hex(s.value)).join(", ") || "no defined address"}`);
       }
-      return `checked in ${src.file}`;
+      return `checked in ${where}`;
     }
     // No symbol table at hand (stripped, no debug file): .dynsym covers exported symbols.
     const dyn = this.moduleDynsym();
@@ -245,24 +329,69 @@ class Resolver {
     for (const entry of this.target.linkMap) {
       const mod = all.find((m) => m.mappings.some((x) => entry.ld >= x.start && entry.ld < x.end));
       if (!mod) continue; // not mapped (should not happen for a live link_map)
-      const own = mod.start === this.target.module.module.start;
-      let image: ElfReader;
-      try {
-        image = own ? this.target.module.image : readModuleImage(this.core, this.mem, this.target.pid, mod);
-      } catch {
+      const name = entry.name || moduleName(mod);
+      if (mod.start === this.target.module.module.start) {
+        const image = this.target.module.image;
+        const sm: ScopeModule = { entry, mod, image, name };
+        try {
+          if (image.info.hasDynsym) sm.index = new SymbolIndex(this.core, image, SymbolTable.DYNSYM);
+        } catch {
+          // a module whose .dynsym cannot be read defines nothing for the lookup
+        }
+        mods.push(sm);
         continue;
       }
-      const sm: ScopeModule = { entry, mod, image, name: entry.name || moduleName(mod) };
-      try {
-        if (image.info.hasDynsym) sm.index = new SymbolIndex(this.core, image, SymbolTable.DYNSYM);
-      } catch {
-        // a module whose .dynsym cannot be read defines nothing for the lookup
-      }
-      mods.push(sm);
+      const c = this.cachedModule(mod);
+      if (c) mods.push({ entry, mod, image: c.image, index: c.index, name });
     }
     this.scopeMods = mods;
     this.scopeEntries = mods.filter((m) => m.index).map((m) => ({ index: m.index!, bias: m.entry.addr }));
     return { mods, entries: this.scopeEntries };
+  }
+
+  /** A module's image and .dynsym index, from the cache when this process maps the same file. */
+  private cachedModule(mod: ProcessModule): CachedModule | undefined {
+    let cache = moduleCaches.get(this.core);
+    if (!cache) moduleCaches.set(this.core, (cache = new Map()));
+    const key = moduleKey(mod);
+    const first = mod.mappings[0];
+    let head: Uint8Array;
+    try {
+      head = this.mem.read(first.start, Math.min(4096, Number(first.end - first.start)));
+    } catch {
+      return undefined;
+    }
+    const hit = cache.get(key);
+    if (hit && sameBytes(hit.head, head)) {
+      cache.delete(key); // most recently used last
+      cache.set(key, hit);
+      if (!this.usedModules.has(hit)) {
+        hit.users++;
+        this.usedModules.add(hit);
+      }
+      return hit;
+    }
+    let image: ElfReader;
+    try {
+      image = readModuleImage(this.core, this.mem, this.target.pid, mod);
+    } catch {
+      return undefined;
+    }
+    const c: CachedModule = { head, image, users: 1, dropped: false };
+    try {
+      if (image.info.hasDynsym) c.index = new SymbolIndex(this.core, image, SymbolTable.DYNSYM);
+    } catch {
+      // a module whose .dynsym cannot be read defines nothing for the lookup
+    }
+    if (hit) {
+      // another file under the same identity (an inode reused): the old entry goes
+      cache.delete(key);
+      hit.dropped = true;
+      if (hit.users === 0) closeModule(hit);
+    }
+    cache.set(key, c);
+    this.usedModules.add(c);
+    return c;
   }
 
   private scopeModuleOf(b: SymBinding): ScopeModule {
