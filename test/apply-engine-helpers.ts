@@ -106,8 +106,10 @@ export class Running {
     }
   }
 
+  /** Kills it and removes the perf map an apply wrote for it. */
   kill(): void {
     if (!this.exited) this.proc.kill("SIGKILL");
+    if (this.proc.pid) fs.rmSync(`/tmp/perf-${this.proc.pid}.map`, { force: true });
   }
 }
 

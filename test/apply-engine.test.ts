@@ -191,6 +191,15 @@ describe("apply engine: apply, status, revert", () => {
     expect(st.patches[0].functions).toEqual([{ name: "f", site: rep.functions[0].site, newAddr: rep.functions[0].newAddr, current: true }]);
     expect(Math.abs(st.patches[0].appliedAt.getTime() - Date.now())).toBeLessThan(60_000);
 
+    // perf names the new code.
+    const perfMap = `/tmp/perf-${r.pid}.map`;
+    try {
+      const f = rep.functions[0];
+      expect(fs.readFileSync(perfMap, "utf8")).toContain(`${f.newAddr.toString(16)} ${f.newSize.toString(16)} patchc:fix-1:f\n`);
+    } finally {
+      fs.rmSync(perfMap, { force: true });
+    }
+
     // Named in /proc/PID/maps, header r--, code r-x, never writable and executable.
     const lines = fs.readFileSync(`/proc/${r.pid}/maps`, "utf8").split("\n").filter((l) => l.includes("/memfd:patchc:fix-1 (deleted)"));
     expect(lines[0]).toMatch(new RegExp(`^${rep.region.base.toString(16)}-[0-9a-f]+ r--p 00000000 `));
