@@ -523,8 +523,11 @@ if (rows.length) {
     { label: "libpulp ~2.1 ms", value: 2.1 },
     { label: "libcare ~4.4 ms", value: 4.4 },
   ], THREADS);
-  writeFileSync("docs/bench-apply.svg", svg);
-  log("wrote docs/bench-apply.svg");
+  // a partial run (BENCH_ONLY, BENCH_THREADS, BENCH_FUNCTIONS, BENCH_TRACER_ALT) leaves the README's plot alone
+  const partial = ["BENCH_ONLY", "BENCH_THREADS", "BENCH_FUNCTIONS", "BENCH_TRACER_ALT"].some((k) => process.env[k]);
+  const file = partial ? "build/bench/apply.svg" : "docs/bench-apply.svg";
+  writeFileSync(file, svg);
+  log(`wrote ${file}`);
 }
 cleanup();
 restoreTracer();
