@@ -204,6 +204,14 @@ class NulIndex {
   }
 }
 
+/** d_tags whose d_ptr is the address of a table or code in the image (bounds for the room of .dynsym). */
+function isTableTag(tag: i64): bool {
+  return tag == D.DT_HASH || tag == D.DT_GNU_HASH || tag == D.DT_STRTAB || tag == D.DT_SYMTAB || tag == D.DT_RELA ||
+    tag == D.DT_JMPREL || tag == D.DT_RELR || tag == D.DT_VERSYM || tag == D.DT_VERDEF || tag == D.DT_VERNEED ||
+    tag == D.DT_PLTGOT || tag == D.DT_INIT || tag == D.DT_FINI || tag == D.DT_INIT_ARRAY || tag == D.DT_FINI_ARRAY ||
+    tag == D.DT_PREINIT_ARRAY;
+}
+
 export class ElfFile {
   bytes: Bytes;
   isImage: bool;
@@ -912,28 +920,176 @@ export class ElfFile {
     return 0;
   }
 
+  // ---- the number of dynamic symbols ----------------------------------------------
+  //
+  // Without section headers nothing states how many entries .dynsym has (there is no
+  // DT_SYMSZ). What the dynamic section gives, each a LOWER bound on the count:
+  //
+  //   DT_HASH (SysV, gABI "Hash Table"): nbucket u32, nchain u32, bucket[nbucket] u32,
+  //     chain[nchain] u32. nchain equals the number of symbols: exact.
+  //
+  //   DT_GNU_HASH (https://sourceware.org/glibc/wiki/ and
+  //   https://flapenguin.me/elf-dt-gnu-hash):
+  //     nbuckets u32, symoffset u32, bloom_size u32, bloom_shift u32,
+  //     bloom[bloom_size] u64, buckets[nbuckets] u32, chain[] u32
+  //     Only symbols symoffset.. are hashed (the linker sorts them by bucket); chain[i -
+  //     symoffset] holds symbol i's hash with bit 0 set on the last symbol of a bucket.
+  //     buckets[b] is the first symbol of bucket b, 0 for an empty bucket. So the hashed
+  //     symbols end where the chain of the highest bucket start ends. Symbols 1..symoffset-1
+  //     are not hashed: the undefined imports (and anything else not exported).
+  //     An executable that exports nothing (a non-PIE program calling puts and malloc)
+  //     has symoffset 1 and only empty buckets: the GNU hash says "1" while .dynsym holds
+  //     every import after symbol 0. The hash alone undercounts such modules.
+  //
+  //   DT_RELA / DT_JMPREL: r_sym = r_info >> 32 indexes .dynsym, so the highest one + 1.
+  //   (DT_RELR entries are relative relocations: they name no symbol.)
+  //
+  //   DT_VERSYM (.gnu.version): one u16 per .dynsym entry, same index space. Its size is
+  //     not stated either, but when a known table follows it (GNU ld: .gnu.version_d/_r;
+  //     lld: the same), the room between them is the array plus zero padding; ld writes 0
+  //     (VER_NDX_LOCAL) only for symbol 0 and local symbols (which come first), 1 or more
+  //     for every global, so the last non-zero entry + 1 is a lower bound too. An import
+  //     no relocation names (gcc -Wl,-u,exit) is counted only by this one.
+  //
+  // The count is the largest of these, and it must fit in the room the symbols have: from
+  // DT_SYMTAB to the nearest known table after it in the same PT_LOAD (DT_STRTAB follows
+  // .dynsym with GNU ld, .gnu.version with lld), or to the end of that PT_LOAD's bytes.
+  //
+  //   GNU ld:  .hash .gnu.hash .dynsym .dynstr .gnu.version .gnu.version_d .gnu.version_r .rela.dyn .rela.plt
+  //   lld:     .dynsym .gnu.version .gnu.version_r .gnu.hash .hash .dynstr .rela.dyn .rela.plt
+
+  /** Input offset of the end of the PT_LOAD file bytes that hold input offset `off` (the input's end when none does). */
+  private loadEnd(off: u64): u64 {
+    const len = this.bytes.length;
+    const segs = this.segments;
+    for (let i = 0; i < segs.length; i++) {
+      const s = unchecked(segs[i]);
+      if (s.type != D.PT_LOAD) continue;
+      if (this.isImage) {
+        const v = this.firstVaddr + off; // image offsets are link-time vaddrs - firstVaddr
+        if (v >= s.vaddr && v - s.vaddr < s.filesz) return min(s.vaddr + s.filesz - this.firstVaddr, len);
+      } else if (off >= s.offset && off - s.offset < s.filesz) {
+        return min(s.offset + s.filesz, len);
+      }
+    }
+    return len;
+  }
+
+  /** Whether the last roomEnd() was bounded by a known table (rather than by a segment's end). */
+  private roomByTable: bool = false;
+
   /**
-   * Number of .dynsym entries, which the dynamic section does not state: from DT_HASH's
-   * nchain, else from DT_GNU_HASH (highest symbol in any bucket, then along its chain to
-   * the entry with bit 0 set). Returns -code on failure.
-   *
-   *   DT_GNU_HASH: nbuckets u32, symoffset u32, bloom_size u32, bloom_shift u32,
-   *                bloom[bloom_size] u64, buckets[nbuckets] u32, chain[] u32 (from symoffset)
+   * End (input offset) of the room of a table at input offset `off`: the nearest table
+   * the dynamic section or the program headers place after it within its PT_LOAD, or the
+   * end of that PT_LOAD's bytes (roomByTable tells which).
+   */
+  private roomEnd(off: u64): u64 {
+    let end = this.loadEnd(off);
+    this.roomByTable = false;
+    const b = this.bytes;
+    for (let i: u32 = 0; i < this.dynamicCount; i++) {
+      const o = <u64>this.dynamicOffset + <u64>i * D.DYN_SIZE;
+      const tag = b.i64(o);
+      if (!isTableTag(tag)) continue;
+      const at = this.addrToOffset(b.u64(o + 8), 1);
+      if (at >= 0 && <u64>at > off && <u64>at < end) {
+        end = <u64>at;
+        this.roomByTable = true;
+      }
+    }
+    const segs = this.segments;
+    for (let i = 0; i < segs.length; i++) {
+      const s = unchecked(segs[i]);
+      if (s.type != D.PT_DYNAMIC && s.type != D.PT_NOTE && s.type != D.PT_INTERP && s.type != D.PT_GNU_EH_FRAME) continue;
+      const at = this.isImage ? (s.vaddr >= this.firstVaddr && this.bytes.inRange(s.vaddr - this.firstVaddr, 1) ? <i64>(s.vaddr - this.firstVaddr) : -1) : this.addrToOffset(s.vaddr, 1);
+      if (at >= 0 && <u64>at > off && <u64>at < end) {
+        end = <u64>at;
+        this.roomByTable = true;
+      }
+    }
+    return end;
+  }
+
+  /** Highest r_sym + 1 in a DT_RELA/DT_JMPREL table (0: none, or the table is not readable: dynRela reports that); the relocation in relaMaxAt. */
+  private relaMaxAt: u32 = 0;
+  private relaSymEnd(tag: i64, sizeTag: i64): u64 {
+    const addr = this.dyn(tag);
+    if (addr == 0) return 0;
+    const size = this.dyn(sizeTag);
+    if (size % D.RELA_SIZE != 0) return 0;
+    const off = this.addrToOffset(addr, size);
+    if (off < 0) return 0;
+    const n = size / D.RELA_SIZE;
+    const b = this.bytes;
+    let top: u64 = 0;
+    for (let j: u64 = 0; j < n; j++) {
+      const sym = b.u64(<u64>off + j * D.RELA_SIZE + 8) >> 32;
+      if (sym + 1 > top) {
+        top = sym + 1;
+        this.relaMaxAt = <u32>j;
+      }
+    }
+    return top == 1 ? 0 : top; // r_sym 0 only: no symbol named
+  }
+
+  /**
+   * Number of .dynsym entries (see above): the largest of DT_HASH's nchain, the GNU hash's
+   * end, the highest r_sym + 1 of DT_RELA/DT_JMPREL and the last global's .gnu.version
+   * entry + 1, within the room after DT_SYMTAB. Returns -code on failure.
    */
   private dynsymCount(symtabAddr: u64): i64 {
     const b = this.bytes;
     const hash = this.dyn(D.DT_HASH);
+    const gnu = this.dyn(D.DT_GNU_HASH);
+    if (hash == 0 && gnu == 0) {
+      return -<i64>fail(Err.ELF_BAD_HASH, "dynamic section: DT_SYMTAB without DT_HASH or DT_GNU_HASH: the number of dynamic symbols is unknown");
+    }
+    const symOff = this.addrToOffset(symtabAddr, D.SYM_SIZE);
+    if (symOff < 0) return -<i64>fail(Err.ELF_BAD_DYNAMIC, "dynamic section: DT_SYMTAB " + hex(symtabAddr) + " is not in the input");
+    const roomEnd = this.roomEnd(<u64>symOff);
+    const room = (roomEnd - <u64>symOff) / D.SYM_SIZE;
+    const roomText = ": only " + room.toString() + " symbols fit between DT_SYMTAB " + hex(symtabAddr) + " and " + hex(this.offsetToAddr(roomEnd - 1) + 1);
+    let count: u64 = 0;
     if (hash != 0) {
       const o = this.addrToOffset(hash, 8);
       if (o < 0) return -<i64>fail(Err.ELF_BAD_HASH, "dynamic section: DT_HASH " + hex(hash) + " is not in the input");
-      const nchain = b.u32(<u64>o + 4);
-      if (!b.inRange(0, <u64>nchain * D.SYM_SIZE)) return -<i64>fail(Err.ELF_BAD_HASH, "DT_HASH: nchain " + nchain.toString() + " is more symbols than the input holds");
-      return <i64>nchain;
+      const nchain = <u64>b.u32(<u64>o + 4);
+      if (nchain > room) return -<i64>fail(Err.ELF_BAD_HASH, "DT_HASH: nchain " + nchain.toString() + roomText);
+      count = nchain;
     }
-    const gnu = this.dyn(D.DT_GNU_HASH);
-    if (gnu == 0) {
-      return -<i64>fail(Err.ELF_BAD_HASH, "dynamic section: DT_SYMTAB without DT_HASH or DT_GNU_HASH: the number of dynamic symbols is unknown");
+    if (gnu != 0) {
+      const g = this.gnuHashEnd(gnu);
+      if (g < 0) return g;
+      if (<u64>g > room) return -<i64>fail(Err.ELF_BAD_HASH, "DT_GNU_HASH: the hashed symbols end at " + g.toString() + roomText);
+      if (<u64>g > count) count = <u64>g;
     }
+    const tags: StaticArray<i64> = [D.DT_RELA, D.DT_RELASZ, D.DT_JMPREL, D.DT_PLTRELSZ];
+    for (let k = 0; k < 4; k += 2) {
+      const top = this.relaSymEnd(tags[k], tags[k + 1]);
+      if (top > room) {
+        const what = k == 0 ? "DT_RELA" : "DT_JMPREL";
+        return -<i64>fail(Err.ELF_BAD_RELOCATION, "dynamic section " + what + ": relocation " + this.relaMaxAt.toString() + " refers to symbol " + (top - 1).toString() + roomText);
+      }
+      if (top > count) count = top;
+    }
+    const versym = this.dyn(D.DT_VERSYM);
+    const vo = versym != 0 ? this.addrToOffset(versym, 2) : -1;
+    if (vo >= 0) {
+      const vEnd = this.roomEnd(<u64>vo);
+      if (this.roomByTable) {
+        // The last non-zero entry; entries past the symbols' room mean the gap is not only .gnu.version.
+        let last: u64 = 0;
+        const n = (vEnd - <u64>vo) / 2;
+        for (let i: u64 = 0; i < n; i++) if (b.u16(<u64>vo + i * 2) != 0) last = i + 1;
+        if (last <= room && last > count) count = last;
+      }
+    }
+    return <i64>count;
+  }
+
+  /** DT_GNU_HASH: one past the last hashed symbol (symoffset when no bucket is used), or -code. */
+  private gnuHashEnd(gnu: u64): i64 {
+    const b = this.bytes;
     const o = this.addrToOffset(gnu, 16);
     if (o < 0) return -<i64>fail(Err.ELF_BAD_HASH, "dynamic section: DT_GNU_HASH " + hex(gnu) + " is not in the input");
     const nbuckets = <u64>b.u32(<u64>o);
