@@ -327,14 +327,31 @@ function planSite(core: Core, target: TargetProcess, mem: MemoryReader, applied:
       throw new ApplyError("SITE_MISMATCH", subject, `the function's ${o.size} bytes at ${hex(entry)} are not the ones the package was built against (sha256 ${now.slice(0, 16)}..., expected ${o.sha256.slice(0, 16)}...; entry ${hexBytes(code.subarray(0, k))}, expected ${hexBytes(o.site.subarray(0, k))})`);
     }
   }
+  // The pieces (.cold, .part) are scanned too (a branch from them into the window refuses):
+  // one buffer from the lowest to the highest byte, when that span is small enough to read.
+  let scan = code;
+  let scanAddr = entry;
+  const pieces = oldRanges.slice(1);
+  if (pieces.length) {
+    const lo = pieces.reduce((a, r) => (r.lo < a ? r.lo : a), entry);
+    const hi = pieces.reduce((a, r) => (r.hi > a ? r.hi : a), entry + BigInt(code.length));
+    if (hi - lo <= 4n << 20n) {
+      try {
+        scan = mem.read(lo, Number(hi - lo));
+        scanAddr = lo;
+      } catch {
+        // unreadable between them: the function alone
+      }
+    }
+  }
   const check = entryCheck(core, {
-    code,
-    codeAddr: entry,
+    code: scan,
+    codeAddr: scanAddr,
     fnStart: entry,
     fnSize: o.size,
     // A destination in rel32 reach (the region will be: gap.ts), so the window is a jmp rel32's.
     dest: entry + (1n << 28n),
-    ranges: oldRanges.slice(1).map((r) => [r.lo, r.hi] as [bigint, bigint]).filter(([lo, hi]) => lo >= entry && hi <= entry + BigInt(code.length)),
+    ranges: pieces.map((r) => [r.lo, r.hi] as [bigint, bigint]).filter(([lo, hi]) => lo >= scanAddr && hi <= scanAddr + BigInt(scan.length)),
   });
   if (check.status !== 0) throw new ApplyError("BAD_PACKAGE", subject, `the entry cannot take the jump: ${check.message}`);
   if (check.windowLength !== JMP_LEN) throw new ApplyError("BAD_PACKAGE", subject, `the entry window is ${check.windowLength} bytes, not a jmp rel32's ${JMP_LEN}`);
