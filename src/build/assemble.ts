@@ -19,6 +19,9 @@
 //   an undefined symbol                              the target's definition (module), else its
 //                                                    import: through its PLT entry (calls), its
 //                                                    GOT slot (GOT loads), or by name (dynamic)
+//   a preemptible symbol of a shared-library target  never its own definition: its GOT slot,
+//   (global, default visibility, exported, no        PLT entry, or by name in the process's
+//   -Bsymbolic: target.ts)                           search order (bindPreemptible)
 //   (--after) something the target lacks and the     a reference of scope patch to it
 //   earlier patch brought (earlier.ts)
 //
@@ -36,6 +39,10 @@ import { STB_LOCAL, STT_FILE, STT_FUNC, STT_GNU_IFUNC, STT_OBJECT, STT_SECTION, 
 const R_PLT32 = 4;
 const GOT_TYPES = new Set([3, 9, 41, 42, 43, 26, 27, 28]); // GOT32, GOTPCREL, GOTPCRELX, REX_GOTPCRELX, CODE_4_GOTPCRELX, GOTPC32, GOT64, GOTPCREL64
 const STV_HIDDEN = 2;
+const R_GLOB_DAT = 6;
+const R_JUMP_SLOT = 7;
+const ABS_TYPES = new Set([1, 10, 11]); // 64, 32, 32S
+const PCREL_DATA_TYPES = new Set([2, 13, 15, 24]); // PC32, PC16, PC8, PC64
 
 /** A function the package brings, as the object has it. */
 export interface Root {
@@ -372,7 +379,53 @@ class UnitAssembler {
       return { symbol: this.pkg.reference({ name: n.name, ...(t.local ? { local: t.local } : {}), bind: "tls", scope: "module", type: "tls", tls: { model: model ?? "ie", offset: t.sym.value } }, false), addend };
     }
     const type = refType(t.sym.type);
+    const exported = t.local ? undefined : this.target.preemptible(t.sym);
+    if (exported) return { symbol: this.bindPreemptible(n.name, t, exported, r, false), addend };
     return { symbol: this.pkg.reference({ name: n.name, ...(t.local ? { local: t.local } : {}), bind: "direct", scope: "module", type, addr: t.sym.value }, false), addend };
+  }
+
+  /**
+   * A symbol the target (a shared library) defines but may not own at run time: it is
+   * preemptible (target.ts, "Preemption"), so the live definition is the first in the
+   * process's search order (an executable's COPY of a variable, an LD_PRELOAD function),
+   * and the library's own one may be dead. The new code reaches it as the library's code
+   * does, never at the library's own definition:
+   *   - a call (PLT32): through the library's PLT entry for it (its JUMP_SLOT), else the
+   *     value of its GLOB_DAT slot;
+   *   - a GOT load (GOTPCREL*) or an absolute address (64, 32, 32S): through its GLOB_DAT
+   *     slot (apply uses the slot itself for GOT forms and the address ld.so put there
+   *     otherwise);
+   *   - with no slot of the library for it: ld.so's lookup in the process's search order
+   *     (scope dynamic, with the version the library exports it under);
+   *   - a PC-relative data reference (PC32, PC64): refused. Its field is S - P, the live
+   *     definition may be anywhere in the address space (the executable's copy), and ld
+   *     itself refuses PC32 to a preemptible symbol in a shared object; gcc -fPIC emits
+   *     GOTPCREL for it, so the patched object was compiled unlike the library.
+   */
+  private bindPreemptible(name: string, t: TargetSymbol, exported: ElfSymbol, r: ElfRela, weak: boolean): number {
+    const slots = this.target.slots(name);
+    const glob = slots.find((x) => x.type === R_GLOB_DAT);
+    const jump = slots.find((x) => x.type === R_JUMP_SLOT && x.plt !== undefined);
+    const ref: Omit<Reference, "symbol"> = { name, bind: "direct", scope: "dynamic", type: refType(t.sym.type) };
+    if (exported.version) ref.version = exported.version;
+    if (this.target.soname) ref.library = this.target.soname;
+    const call = r.type === R_PLT32;
+    if (call && jump) {
+      ref.bind = "plt";
+      ref.pltEntry = jump.plt;
+      ref.gotSlot = jump.address;
+    } else if (glob && (call || GOT_TYPES.has(r.type) || ABS_TYPES.has(r.type))) {
+      ref.bind = "got";
+      ref.gotSlot = glob.address;
+      if (glob.plt !== undefined) ref.pltEntry = glob.plt;
+    } else if (PCREL_DATA_TYPES.has(r.type)) {
+      this.fail(
+        `${name} is preemptible in the shared library ${this.target.file} (global, default visibility, exported, no -Bsymbolic): at run time its live definition may be another module's (the executable's COPY, an LD_PRELOAD object), which the library reaches through its GOT; the new code refers to it with a direct PC-relative ${D.relocName(r.type)}, which cannot go through that slot (compile the patched object with -fPIC as the library is, so gcc loads it through the GOT, or give ${name} hidden or protected visibility)`,
+      );
+    } else {
+      this.pkg.notes.push(`${this.obj.name}: ${name} is preemptible in ${this.target.file} and the library has no GOT slot or PLT entry for it: apply binds it by name in the process's search order`);
+    }
+    return this.pkg.reference(ref, weak);
   }
 
   private bindExternal(s: ElfSymbol, r: ElfRela, model: "gd" | "ld" | "ie" | "le" | undefined): number {
@@ -385,6 +438,8 @@ class UnitAssembler {
         return this.pkg.reference({ name, bind: "tls", scope: "module", type: "tls", tls: { model: model ?? "ie", offset: t.sym.value } }, weak);
       }
       if (model !== undefined) this.fail(`${name} is reached by a TLS relocation but is not a TLS variable of the target`);
+      const exported = this.target.preemptible(t.sym);
+      if (exported) return this.bindPreemptible(name, t, exported, r, weak);
       const ref: Omit<Reference, "symbol"> = { name, bind: "direct", scope: "module", type: refType(t.sym.type), addr: t.sym.value };
       return this.pkg.reference(ref, weak);
     }

@@ -18,6 +18,20 @@
 // - An executable is ET_EXEC, or a PIE: ET_DYN with DF_1_PIE in DT_FLAGS_1 (ld since
 //   binutils 2.35), or older, with a PT_INTERP and no DT_SONAME. The linker relaxes TLS
 //   accesses only in executables (identity.ts).
+// - Preemption (interposition), gABI "Symbol Resolution" / psABI x86-64 3.5.5 and ld(1):
+//   a global or weak symbol of default visibility that a shared library defines and
+//   exports in its .dynsym can be preempted at run time: ld.so binds every reference to
+//   it, the library's own included, to the first definition in the process's search order
+//   (the executable first, whose COPY relocation moves an exported variable into the
+//   executable; then LD_PRELOAD objects; then the libraries in load order). So the
+//   library's own code reaches such a symbol through its GOT (R_X86_64_GLOB_DAT slot,
+//   gcc -fPIC emits GOTPCREL(X) for it and ld keeps the slot) or its PLT (JUMP_SLOT), and
+//   its own definition may be dead. Not preemptible: hidden or protected visibility, a
+//   local, a symbol a version script left unexported, every symbol of a library linked
+//   with -Bsymbolic (DT_SYMBOLIC / DF_SYMBOLIC in DT_FLAGS), and the symbols of an
+//   executable (it comes first in the search order: its definitions are final).
+//   -Bsymbolic-functions leaves no mark in the file: its functions show as preemptible
+//   ones the library never calls through a slot (bound by lookup, see assemble.ts).
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { ElfReader, SymbolTableKind, type ElfSection, type ElfSymbol } from "../core/elf.js";
@@ -34,6 +48,10 @@ const PT_INTERP = 3;
 const DT_SONAME = 14n;
 const DT_FLAGS_1 = 0x6ffffffbn;
 const DF_1_PIE = 0x08000000n;
+const DT_SYMBOLIC = 16n;
+const DT_FLAGS = 30n;
+const DF_SYMBOLIC = 0x2n;
+const STV_DEFAULT = 0;
 export const STT_OBJECT = 1;
 export const STT_FUNC = 2;
 export const STT_SECTION = 3;
@@ -58,6 +76,8 @@ export class TargetImage {
   readonly soname?: string;
   /** An executable (PIE or not), not a shared library: TLS accesses may be relaxed to LE. */
   readonly executable: boolean;
+  /** A shared library linked with -Bsymbolic (DT_SYMBOLIC, DF_SYMBOLIC): its references to its own symbols are final. */
+  readonly symbolic: boolean;
   /** Where the symbols came from: the binary, or its debug file. */
   readonly symbolSource: string;
   private readonly symElf: ElfReader;
@@ -95,6 +115,8 @@ export class TargetImage {
       const flags1 = dyn.find((d) => d.tag === DT_FLAGS_1)?.val ?? 0n;
       this.executable =
         this.type === "exec" || (flags1 & DF_1_PIE) !== 0n || (this.elf.segments().some((s) => s.type === PT_INTERP) && !dyn.some((d) => d.tag === DT_SONAME));
+      const dtFlags = dyn.find((d) => d.tag === DT_FLAGS)?.val ?? 0n;
+      this.symbolic = dyn.some((d) => d.tag === DT_SYMBOLIC) || (dtFlags & DF_SYMBOLIC) !== 0n;
       if (this.elf.info.hasSymtab) {
         this.symElf = this.elf;
         this.symbolSource = file;
@@ -181,6 +203,20 @@ export class TargetImage {
       .filter((s): s is IndexedSymbol => s !== undefined && s.bind === STB_LOCAL);
     if (locals.length === 1 && (!local || !file)) return { sym: locals[0], local: this.identity(locals[0]) };
     return undefined;
+  }
+
+  /**
+   * The target's exported definition of `sym` (its .dynsym entry, with its version) when
+   * `sym` is preemptible at run time (see the facts at the top): the target is a shared
+   * library not linked with -Bsymbolic, and `sym` is a global or weak symbol of default
+   * visibility that it exports. Undefined when its own definition is final.
+   */
+  preemptible(sym: IndexedSymbol): ElfSymbol | undefined {
+    if (this.executable || this.symbolic) return undefined;
+    if (sym.bind === STB_LOCAL || (sym.other & 3) !== STV_DEFAULT) return undefined;
+    return this.dynsym.find(
+      (d) => d.name === sym.baseName && d.index !== 0 && d.shndx !== SHN_UNDEF && d.bind !== STB_LOCAL && (d.other & 3) === STV_DEFAULT && d.value === sym.value,
+    );
   }
 
   /** The target's import of a symbol (.dynsym, undefined), with its version. */
