@@ -166,10 +166,15 @@ export class TargetImage {
     return this.bytes.subarray(off, off + n);
   }
 
-  /** The identity of a local symbol of the target. */
+  /**
+   * The identity of a local symbol of the target. None when it follows no named STT_FILE:
+   * ld (binutils 2.35+) emits the globals it made local (hidden visibility) after an
+   * STT_FILE with an empty name; such a symbol is found by name and checked at its address.
+   */
   private identity(s: IndexedSymbol): LocalIdentity | undefined {
     if (s.bind !== STB_LOCAL) return undefined;
     const file = s.file >= 0 ? this.index.get(s.file).name : "";
+    if (file === "") return undefined;
     return { file, sympos: s.sympos };
   }
 
