@@ -19,13 +19,15 @@ afterAll(() => scratch.remove());
 const LIB = `int lib_calls;
 __attribute__((visibility("hidden"))) int lib_hidden;
 __attribute__((noinline)) int lib_helper(int x) { return x + 3; }
+__attribute__((noinline)) int lib_other(int x) { return x - 3; }
 __attribute__((noinline)) int lib_answer(int x) {
   lib_calls++;
   lib_hidden++;
   return lib_helper(x) * 2 + 1;
 }
 `;
-const FIXED = LIB.replace("* 2 + 1;", "* 2 + 1000;");
+// The fix also calls lib_other, which the library never called: it has no slot for it.
+const FIXED = LIB.replace("* 2 + 1;", "* 2 + lib_other(1000);");
 const MAIN = `extern int lib_calls;
 int lib_answer(int x);
 int main(void) { return lib_answer(lib_calls); }
@@ -135,6 +137,24 @@ describe("a shared-library target: preemptible symbols bind as the library reach
     expect(b.err).toBe("");
     expect(ref(b.refs, "lib_calls")).toEqual([{ name: "lib_calls", bind: "direct", scope: "module", type: "object", addr: symValue(l.lib, "lib_calls") }]);
     expect(ref(b.refs, "lib_helper")).toEqual([{ name: "lib_helper", bind: "direct", scope: "module", type: "func", addr: symValue(l.lib, "lib_helper") }]);
+    expect(ref(b.refs, "lib_other")).toEqual([{ name: "lib_other", bind: "direct", scope: "module", type: "func", addr: symValue(l.lib, "lib_other") }]);
+  });
+
+  it("a preemptible function the library has no slot for: looked up by name (and its version) in the process's search order", async () => {
+    expect(dynReloc(plain.lib, "R_X86_64_JUMP_SLOT", "lib_other")).toBeUndefined();
+    expect(dynReloc(plain.lib, "R_X86_64_GLOB_DAT", "lib_other")).toBeUndefined();
+    expect(ref(built.refs, "lib_other")).toEqual([{ name: "lib_other", bind: "direct", scope: "dynamic", type: "func", library: "libfix.so" }]);
+    const dir = scratch.path("versioned");
+    fs.mkdirSync(dir, { recursive: true });
+    fs.writeFileSync(path.join(dir, "v.map"), "FIX_1 { global: lib_*; local: *; };\n");
+    const l = library("versioned", [`-Wl,--version-script=${path.join(dir, "v.map")}`]);
+    expect(run("readelf", ["--dyn-syms", "-W", l.lib])).toMatch(/lib_other@@FIX_1/);
+    const b = await build(l);
+    expect(b.err).toBe("");
+    expect(ref(b.refs, "lib_other")).toEqual([{ name: "lib_other", bind: "direct", scope: "dynamic", type: "func", version: "FIX_1", library: "libfix.so" }]);
+    const slot = dynReloc(l.lib, "R_X86_64_GLOB_DAT", "lib_calls@@FIX_1");
+    expect(slot).toBeDefined();
+    expect(ref(b.refs, "lib_calls")).toEqual([{ name: "lib_calls", bind: "got", scope: "dynamic", type: "object", version: "FIX_1", library: "libfix.so", gotSlot: slot }]);
   });
 
   it("new code reaching a preemptible variable PC-relative (compiled -fPIE, not -fPIC): refused with the reason", async () => {
