@@ -3,8 +3,10 @@
 // must be equal wherever the object has no relocation, and every relocation of the
 // object must refer, in the target, to the same thing: the same symbol (by address), its
 // PLT entry or GOT slot, the same string content in a merged string section, the same
-// constant, an equivalent jump table. Any mismatch refuses the build: the objects are of
-// another build, or other flags, or another version.
+// constant, an equivalent jump table; for a reference into .bss (SHT_NOBITS: no bytes in
+// the object nor in the target's file), the same variable by name, file and size. Any
+// mismatch refuses the build: the objects are of another build, or other flags, or
+// another version.
 //
 // How the target's field is read back (psABI x86-64, 4.4 "Relocation"; S symbol, A
 // addend, P place, G GOT slot): for the PC-relative types (PC32, PLT32, GOTPCREL*,
@@ -54,7 +56,7 @@ import { createHash } from "node:crypto";
 import type { ElfRela, ElfSymbol } from "../core/elf.js";
 import { relocName } from "../format/defs.js";
 import { BuildError } from "./errors.js";
-import { ObjectFile, SHF_MERGE, SHF_STRINGS, SHF_TLS, SHN_ABS, SHN_UNDEF } from "./object-file.js";
+import { ObjectFile, SHF_MERGE, SHF_STRINGS, SHF_TLS, SHN_ABS, SHN_UNDEF, SHT_NOBITS } from "./object-file.js";
 import { STT_FUNC, STT_OBJECT, STT_SECTION, STT_TLS, type TargetImage } from "./target.js";
 
 const R = {
@@ -393,6 +395,13 @@ class Checker {
       const sec = this.obj.sections[s.shndx];
       const flags = Number(sec.flags);
       const named = s.type === STT_FUNC || s.type === STT_OBJECT;
+      if (sec.type === SHT_NOBITS && (flags & SHF_TLS) === 0) {
+        // .bss: no bytes in the object nor in the target's file to compare. The variable
+        // itself is the proof: the target's symbol of that name (a static by its STT_FILE
+        // and position), of the same size, where the target's code refers.
+        this.zeroed(s, X);
+        return;
+      }
       if (!named && !this.obj.isCode(s.shndx) && (flags & SHF_TLS) === 0) {
         // A label or the section: anonymous data (strings, constants, tables), compared by content.
         if (s.type !== STT_SECTION || !this.obj.objectAt(s.shndx, A < 0n ? 0n : A + 4n)) {
@@ -404,6 +413,29 @@ class Checker {
     const want = this.expected(s, A, call);
     if (!want.includes(BigInt.asUintN(64, X))) {
       throw new Mismatch(`the target has ${hexa(X)} there, not ${want.length ? want.map(hexa).join(" or ") : "(not found in the target)"}`);
+    }
+  }
+
+  /**
+   * A reference into a SHT_NOBITS section (.bss): X is the variable's address in the target
+   * (for the section symbol, the section's start: each variable of the section at its
+   * offset from there). Each variable is the target's symbol of that name, a static the one
+   * of the object's source file, of the same size.
+   */
+  private zeroed(s: ElfSymbol, X: bigint): void {
+    const sec = this.obj.sections[s.shndx];
+    const vars = s.type === STT_SECTION ? this.obj.objectsIn(s.shndx) : [s];
+    if (!vars.length) throw new Mismatch(`${sec.name} (SHT_NOBITS, no bytes to compare) has no named variable to find in the target`);
+    const base = s.type === STT_SECTION ? 0n : s.value;
+    for (const v of vars) {
+      const local = v.bind === 0;
+      const t = this.target.find(v.name, local, this.obj.sourceFile);
+      if (!t) throw new Mismatch(`the target has no variable ${v.name}${local ? ` of ${this.obj.sourceFile}` : ""}`);
+      if (t.sym.size !== v.size) throw new Mismatch(`${v.name} is ${v.size} bytes in the object, ${t.sym.size} in the target`);
+      const want = BigInt.asUintN(64, t.sym.value - v.value + base);
+      if (BigInt.asUintN(64, X) !== want) {
+        throw new Mismatch(`the target has ${hexa(X)} there, not ${hexa(want)}${s.type === STT_SECTION ? ` (${sec.name} with ${v.name} at ${hexa(t.sym.value)})` : ""}`);
+      }
     }
   }
 
