@@ -2,7 +2,7 @@
 // target linked from the original objects, packages made by the real build
 // (makePackage, as `patchc build --orig --patched` does), and the running target with a
 // line reader on its stdout.
-import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Core } from "../src/core/instance.js";
@@ -13,6 +13,7 @@ import { readPackageFile, type ReadPackage } from "../src/format/reader.js";
 import { writePackageFile } from "../src/format/writer.js";
 import type { PatchPackage } from "../src/format/model.js";
 import { Scratch } from "./helpers/gcc.js";
+import { LineProcess } from "./helpers/line-process.js";
 
 export const FLAGS = ["-O2", "-g", "-fPIE", "-ffunction-sections", "-fdata-sections", "-pthread"];
 
@@ -50,42 +51,9 @@ export function buildPackage(core: Core, o: { original: string; patched: string;
 }
 
 /** A running program whose stdout is read line by line. */
-export class Running {
-  readonly proc: ChildProcess;
-  readonly lines: string[] = [];
-  private waiters: Array<() => void> = [];
-  exited = false;
-  stderr = "";
-
+export class Running extends LineProcess {
   constructor(exe: string, args: string[] = []) {
-    this.proc = spawn(exe, args, { stdio: ["ignore", "pipe", "pipe"] });
-    let buf = "";
-    this.proc.stdout!.setEncoding("utf8");
-    this.proc.stdout!.on("data", (d: string) => {
-      buf += d;
-      let i;
-      while ((i = buf.indexOf("\n")) >= 0) {
-        this.lines.push(buf.slice(0, i));
-        buf = buf.slice(i + 1);
-      }
-      this.wake();
-    });
-    this.proc.stderr!.setEncoding("utf8");
-    this.proc.stderr!.on("data", (d: string) => (this.stderr += d));
-    this.proc.on("exit", () => {
-      this.exited = true;
-      this.wake();
-    });
-  }
-
-  get pid(): number {
-    return this.proc.pid!;
-  }
-
-  private wake(): void {
-    const w = this.waiters;
-    this.waiters = [];
-    for (const f of w) f();
+    super(exe, args, { stdin: "ignore" });
   }
 
   /** Waits for a line matching `re` after line `from`; returns its index. */
@@ -96,13 +64,7 @@ export class Running {
       if (this.exited) throw new Error(`the target exited waiting for ${re}; stderr: ${this.stderr}; lines: ${this.lines.slice(-5).join(" | ")}`);
       const left = end - Date.now();
       if (left <= 0) throw new Error(`no line ${re} within ${timeoutMs} ms; last lines: ${this.lines.slice(-5).join(" | ")}`);
-      await new Promise<void>((r) => {
-        const timer = setTimeout(r, left);
-        this.waiters.push(() => {
-          clearTimeout(timer);
-          r();
-        });
-      });
+      await this.nextChange(end);
     }
   }
 

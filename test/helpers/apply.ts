@@ -4,11 +4,11 @@
 // `patchc build --orig --patched --target`, run targets with their stdout read through a
 // pipe, and take snapshots of a process (its maps and the bytes of every executable
 // mapping) to prove a refusal changed nothing.
-import { spawn, type ChildProcess } from "node:child_process";
 import { copyFileSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, readdirSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { execFileSync } from "node:child_process";
+import { LineProcess } from "./line-process.js";
 import { expect } from "vitest";
 import { main } from "../../src/cli/main.js";
 import type { Scratch } from "./gcc.js";
@@ -122,35 +122,14 @@ export async function inspect(file: string): Promise<{ functions: Array<{ name: 
 const running = new Set<LiveTarget>();
 
 /** A running fixture with a line reader on its stdout; commands go to its stdin. */
-export class LiveTarget {
-  readonly proc: ChildProcess;
-  private lines: string[] = [];
-  private waiters: Array<() => void> = [];
-  private exited = false;
-  stderr = "";
-
+export class LiveTarget extends LineProcess {
   constructor(path: string, args: string[] = [], env: Record<string, string> = {}) {
-    this.proc = spawn(path, args, { stdio: ["pipe", "pipe", "pipe"], env: { ...process.env, ...env } });
+    super(path, args, { env });
     running.add(this);
-    let buf = "";
-    this.proc.stdout!.setEncoding("utf8");
-    this.proc.stdout!.on("data", (d: string) => {
-      buf += d;
-      let i;
-      while ((i = buf.indexOf("\n")) >= 0) {
-        this.lines.push(buf.slice(0, i));
-        buf = buf.slice(i + 1);
-      }
-      this.wake();
-    });
-    this.proc.stderr!.setEncoding("utf8");
-    this.proc.stderr!.on("data", (d: string) => (this.stderr += d));
-    this.proc.stdin!.on("error", () => {});
-    this.proc.on("exit", () => {
-      this.exited = true;
-      running.delete(this);
-      this.wake();
-    });
+  }
+
+  protected override onExit(): void {
+    running.delete(this);
   }
 
   /** Starts `path` and waits for its "ready ..." line (its fields, key=value). */
@@ -164,20 +143,6 @@ export class LiveTarget {
     }
   }
 
-  private wake(): void {
-    const w = this.waiters;
-    this.waiters = [];
-    w.forEach((f) => f());
-  }
-
-  get pid(): number {
-    return this.proc.pid!;
-  }
-
-  get alive(): boolean {
-    return !this.exited && this.proc.exitCode === null && this.proc.signalCode === null;
-  }
-
   /** The next line starting with `tag` (its rest), waiting up to timeoutMs. */
   async line(tag: string, timeoutMs = 15000): Promise<string> {
     const end = Date.now() + timeoutMs;
@@ -188,13 +153,7 @@ export class LiveTarget {
       if (err) throw new Error(`target ${this.pid}: ${err}`);
       if (this.exited) throw new Error(`target ${this.pid} exited (${this.proc.exitCode ?? this.proc.signalCode}) before "${tag}"; stderr: ${this.stderr}`);
       if (Date.now() > end) throw new Error(`no "${tag}" line from target ${this.pid} within ${timeoutMs} ms (unread: ${JSON.stringify(this.lines)})`);
-      await new Promise<void>((r) => {
-        const t = setTimeout(r, Math.max(1, end - Date.now()));
-        this.waiters.push(() => {
-          clearTimeout(t);
-          r();
-        });
-      });
+      await this.nextChange(end);
     }
   }
 

@@ -1,10 +1,11 @@
 // Helpers of the shim tests: compile the C fixtures with gcc -O2 into a temp dir,
 // run test/fixtures/shim/target.c and talk to it (it reports its own invariants).
-import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { LineProcess } from "./line-process.js";
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), "../..");
 export const FIXTURES = join(ROOT, "test/fixtures/shim");
@@ -50,47 +51,11 @@ export interface Report {
 }
 
 /** A running target.c with a line reader on its stdout. */
-export class Target {
-  readonly proc: ChildProcess;
-  private lines: string[] = [];
-  private waiters: Array<() => void> = [];
-  private exited = false;
+export class Target extends LineProcess {
   ready!: Ready;
-  stderr = "";
 
   private constructor(args: string[]) {
-    this.proc = spawn(compile("target"), args, { stdio: ["pipe", "pipe", "pipe"] });
-    let buf = "";
-    this.proc.stdout!.setEncoding("utf8");
-    this.proc.stdout!.on("data", (d: string) => {
-      buf += d;
-      let i;
-      while ((i = buf.indexOf("\n")) >= 0) {
-        this.lines.push(buf.slice(0, i));
-        buf = buf.slice(i + 1);
-      }
-      this.wake();
-    });
-    this.proc.stderr!.setEncoding("utf8");
-    this.proc.stderr!.on("data", (d: string) => (this.stderr += d));
-    this.proc.on("exit", () => {
-      this.exited = true;
-      this.wake();
-    });
-  }
-
-  private wake(): void {
-    const w = this.waiters;
-    this.waiters = [];
-    w.forEach((f) => f());
-  }
-
-  get pid(): number {
-    return this.proc.pid!;
-  }
-
-  get alive(): boolean {
-    return !this.exited && this.proc.exitCode === null && this.proc.signalCode === null;
+    super(compile("target"), args);
   }
 
   /** The next line starting with `tag ` (its rest), waiting up to timeoutMs. */
@@ -101,13 +66,7 @@ export class Target {
       if (i >= 0) return this.lines.splice(i, 1)[0].slice(tag.length + 1);
       if (this.exited) throw new Error(`target exited (${this.proc.exitCode ?? this.proc.signalCode}) before "${tag}"; stderr: ${this.stderr}`);
       if (Date.now() > end) throw new Error(`no "${tag}" line from the target within ${timeoutMs} ms`);
-      await new Promise<void>((r) => {
-        const t = setTimeout(r, Math.max(1, end - Date.now()));
-        this.waiters.push(() => {
-          clearTimeout(t);
-          r();
-        });
-      });
+      await this.nextChange(end);
     }
   }
 
