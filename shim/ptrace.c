@@ -1211,6 +1211,25 @@ int find_syscall_site(void) {
 
 /* Runs one syscall in a stopped (held) thread and restores it exactly: every
  * register as it was, its pending signals kept for re-delivery. */
+/* A remote syscall or call that overran its time: interrupt the thread (a blocking call
+ * returns -EINTR or a restart code) and take its stop within 1 s, so the caller can
+ * restore its registers; a thread that does not stop stays marked running. */
+static void interrupt_overrun(struct thread *t) {
+  ptrace(PTRACE_INTERRUPT, t->tid, 0, 0);
+  uint64_t deadline = now_ns() + 1000000000ull;
+  timer_arm(deadline);
+  int st;
+  pid_t p;
+  while ((p = wait_event(t->tid, deadline, &st)) == WAIT_TICK) {
+  }
+  if (p > 0 && WIFSTOPPED(st)) {
+    t->stopped = true;
+    t->status = st;
+    t->stop_seq++;
+    t->sigstop = ((unsigned)st >> 16) == 0 ? WSTOPSIG(st) : 0;
+  }
+}
+
 int remote_syscall(struct thread *t, uint64_t nr, const uint64_t a[6], int64_t *ret) {
   if (find_syscall_site() < 0) return -1;
   if (get_regs(t) < 0) return -1;
@@ -1242,17 +1261,7 @@ int remote_syscall(struct thread *t, uint64_t nr, const uint64_t a[6], int64_t *
     }
     if (p == WAIT_TIMEOUT) {
       /* the call blocks: interrupt it, it returns -EINTR or a restart code */
-      ptrace(PTRACE_INTERRUPT, t->tid, 0, 0);
-      uint64_t d2 = now_ns() + 1000000000ull;
-      timer_arm(d2);
-      while ((p = wait_event(t->tid, d2, &st)) == WAIT_TICK) {
-      }
-      if (p > 0 && WIFSTOPPED(st)) {
-        t->stopped = true;
-        t->status = st;
-        t->stop_seq++;
-        t->sigstop = ((unsigned)st >> 16) == 0 ? WSTOPSIG(st) : 0;
-      }
+      interrupt_overrun(t);
       rc = fail("SYSCALL_TIMEOUT", t->tid, "remote syscall %llu did not return within 5 s in tid %d",
                 (unsigned long long)nr, t->tid);
       break;
@@ -1359,17 +1368,7 @@ int remote_call(struct thread *t, uint64_t addr, const uint64_t a[6], uint32_t t
     while ((p = wait_event(t->tid, deadline, &st)) == WAIT_TICK) {
     }
     if (p == WAIT_TIMEOUT) {
-      ptrace(PTRACE_INTERRUPT, t->tid, 0, 0);
-      uint64_t d2 = now_ns() + 1000000000ull;
-      timer_arm(d2);
-      while ((p = wait_event(t->tid, d2, &st)) == WAIT_TICK) {
-      }
-      if (p > 0 && WIFSTOPPED(st)) {
-        t->stopped = true;
-        t->status = st;
-        t->stop_seq++;
-        t->sigstop = ((unsigned)st >> 16) == 0 ? WSTOPSIG(st) : 0;
-      }
+      interrupt_overrun(t);
       rc = fail("CALL_TIMEOUT", t->tid, "the function at 0x%llx did not return within %u ms in tid %d",
                 (unsigned long long)addr, timeout_ms, t->tid);
       break;
