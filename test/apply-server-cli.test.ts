@@ -3,9 +3,9 @@
 // PATCH-ID`, through the CLI's own code (main(), --json), while a load generator per
 // server keeps its connections busy: the CLI side of test/apply-server.test.ts.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { main } from "../src/cli/main.js";
+import { patchc } from "./helpers/apply.js";
 import { Scratch } from "./helpers/gcc.js";
-import { alive, buildServerFixture, compileLoad, executableMappings, httpGet, killPids, removePerfMaps, startFixtureServer, startLoad, type Load } from "./fixtures/server/harness.js";
+import { alive, buildServerFixture, compileLoad, executableMappings, httpGet, type Load, startFixtureServer, startLoad, stopStarted } from "./fixtures/server/harness.js";
 
 const scratch = new Scratch();
 const SERVERS = 3;
@@ -25,20 +25,8 @@ beforeAll(async () => {
   loadBin = compileLoad(scratch.dir);
 }, 120_000);
 
-afterEach(() => {
-  for (const l of loads.splice(0)) l.kill();
-  const pids = started.splice(0);
-  killPids(pids);
-  removePerfMaps(pids);
-});
+afterEach(() => stopStarted(started, loads));
 afterAll(() => scratch.remove());
-
-async function patchc(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = "";
-  let err = "";
-  const code = await main(argv, { out: (t) => void (out += t), err: (t) => void (err += t), isTTY: false });
-  return { code, out, err };
-}
 
 describe("patchc apply --all / revert on servers under load", () => {
   it(`${CYCLES} cycles over ${SERVERS} servers: every one patched and unpatched, zero failed requests`, async () => {

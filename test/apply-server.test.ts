@@ -15,7 +15,7 @@ import { nodeCore } from "../src/node/core-file.js";
 import { readPackageFile, type ReadPackage } from "../src/format/reader.js";
 import { applyPatch, readStatus, revertPatch } from "../src/apply/index.js";
 import { Scratch } from "./helpers/gcc.js";
-import { alive, buildServerFixture, compileLoad, executableMappings, httpGet, killPids, removePerfMaps, startFixtureServer, startLoad, type Load } from "./fixtures/server/harness.js";
+import { alive, buildServerFixture, compileLoad, executableMappings, httpGet, type Load, startFixtureServer, startLoad, stopStarted } from "./fixtures/server/harness.js";
 
 const core = nodeCore();
 const scratch = new Scratch();
@@ -37,12 +37,7 @@ beforeAll(async () => {
   loadBin = compileLoad(scratch.dir);
 }, 120_000);
 
-afterEach(() => {
-  for (const l of loads.splice(0)) l.kill();
-  const pids = started.splice(0);
-  killPids(pids);
-  removePerfMaps(pids);
-});
+afterEach(() => stopStarted(started, loads));
 afterAll(() => scratch.remove());
 
 const startServer = (workers: number) => startFixtureServer(server, workers, started);

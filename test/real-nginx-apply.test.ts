@@ -23,7 +23,7 @@ import { readPackageFile, type ReadPackage } from "../src/format/reader.js";
 import { applyPatch, readStatus, revertPatch } from "../src/apply/index.js";
 import { Scratch } from "./helpers/gcc.js";
 import { masterWorkersConfig, NGINX_FIXED_FUNCTION, nginxFixPackage, type NginxFix } from "./helpers/nginx.js";
-import { alive, childrenOf, compileLoad, connects, executableMappings, freePort, httpGet, killPids, removePerfMaps, spawnQuiet, startLoad, type Load } from "./fixtures/server/harness.js";
+import { alive, childrenOf, compileLoad, connects, executableMappings, freePort, httpGet, type Load, spawnQuiet, startLoad, stopStarted } from "./fixtures/server/harness.js";
 
 const core = nodeCore();
 const scratch = new Scratch();
@@ -47,12 +47,7 @@ beforeAll(async () => {
   loadBin = compileLoad(scratch.dir);
 }, 40 * 60_000);
 
-afterEach(() => {
-  for (const l of loads.splice(0)) l.kill();
-  const pids = started.splice(0);
-  killPids(pids);
-  removePerfMaps(pids);
-});
+afterEach(() => stopStarted(started, loads));
 afterAll(() => scratch.remove());
 
 interface Nginx {
