@@ -36,12 +36,13 @@
 import { closeSync, fstatSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, statSync } from "node:fs";
 import type { Core } from "../core/instance.js";
 import { ElfReader } from "../core/elf.js";
-import { ApplyError, type ApplyErrorCode } from "./errors.js";
+import { ApplyError, processSubject, type ApplyErrorCode } from "./errors.js";
 import type { ApplyReport } from "./contract.js";
 import { listModules, readModuleImage } from "./modules.js";
 import { parseMaps } from "./maps.js";
 import { ProcMemory, type MemoryReader } from "./proc-memory.js";
 import { tracerPath } from "../shim/load.js";
+import { Tracer } from "../shim/index.js";
 
 /** The file `--all` names: its build-id and where it lives. */
 export interface BinaryIdentity {
@@ -467,4 +468,69 @@ export async function applyAll(
   const jobs = Math.max(1, Math.min(opts.jobs, pids.length));
   await Promise.all(Array.from({ length: jobs }, (_, slot) => worker(slot)));
   return out;
+}
+
+/**
+ * One tracer process per parallel job of applyAll, reused for the job's successive
+ * targets (applyPatch attaches it and leaves it detached: ApplyOptions.tracer), instead of
+ * starting and ending one per process. After a failed apply the slot's tracer is asked
+ * whether it still answers (hello) and replaced if not, so a tracer lost with one process
+ * costs no other. close() ends them all.
+ */
+export class TracerPool {
+  private slots: Array<Tracer | undefined> = [];
+  constructor(private readonly open: (slot: number) => Tracer) {}
+
+  get(slot: number): Tracer {
+    return (this.slots[slot] ??= this.open(slot));
+  }
+
+  /** After a failure in `slot`: keep its tracer only if it still answers. */
+  async check(slot: number): Promise<void> {
+    const t = this.slots[slot];
+    if (!t) return;
+    try {
+      await t.hello();
+    } catch {
+      this.slots[slot] = undefined;
+      await t.close().catch(() => undefined);
+    }
+  }
+
+  async close(): Promise<void> {
+    const all = this.slots.filter((t): t is Tracer => t !== undefined);
+    this.slots = [];
+    await Promise.all(all.map((t) => t.close().catch(() => undefined)));
+  }
+}
+
+/** `apply(pid, slot, tracer)` run by applyAll with a TracerPool's tracer per slot, closed at the end. */
+export async function applyAllPooled(
+  pids: readonly number[],
+  apply: (pid: number, slot: number, tracer: Tracer) => Promise<ApplyReport>,
+  opts: { jobs: number; onProgress?: (p: Progress) => void; open: (slot: number) => Tracer },
+): Promise<ProcessOutcome[]> {
+  const pool = new TracerPool(opts.open);
+  try {
+    return await applyAll(
+      pids,
+      async (pid, slot) => {
+        let t: Tracer;
+        try {
+          t = pool.get(slot);
+        } catch (e) {
+          throw new ApplyError("TRACE", processSubject(pid), `cannot start the tracer: ${(e as Error).message}`);
+        }
+        try {
+          return await apply(pid, slot, t);
+        } catch (e) {
+          await pool.check(slot);
+          throw e;
+        }
+      },
+      opts,
+    );
+  } finally {
+    await pool.close();
+  }
 }

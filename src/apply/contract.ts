@@ -106,9 +106,15 @@ export interface ApplyOptions {
   core?: import("../core/instance.js").Core;
   /** progress for a terminal display: "resolve", "map", "write", "stop", "wait", "done" */
   onPhase?: (phase: string) => void;
+  /**
+   * apply only: a tracer to use instead of starting one (`--all` reuses one per parallel
+   * job). It must not be attached; apply attaches it to the target and leaves it detached
+   * (and open) on every path, failures included. Default: a tracer of its own, closed after.
+   */
+  tracer?: import("../shim/index.js").Tracer;
 }
 
-export type RevertOptions = Omit<ApplyOptions, "consistency">;
+export type RevertOptions = Omit<ApplyOptions, "consistency" | "tracer">;
 
 export interface AppliedFunction {
   name: string;

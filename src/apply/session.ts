@@ -107,11 +107,14 @@ async function settledError(e: unknown, pid: number, what: string): Promise<unkn
   return err;
 }
 
-/** Attaches a fresh tracer, refusing with the reason the shim gives. */
-async function attach(core: Core, pid: number): Promise<Tracer> {
+/**
+ * Attaches a fresh tracer, or `given` (a caller's, left open), refusing with the reason
+ * the shim gives. A failed attach leaves `given` detached (the tracer undoes a partial one).
+ */
+async function attach(core: Core, pid: number, given?: Tracer): Promise<Tracer> {
   let t: Tracer;
   try {
-    t = Tracer.open({ core });
+    t = given ?? Tracer.open({ core });
   } catch (e) {
     throw new ApplyError("TRACE", processSubject(pid), `cannot start the tracer: ${(e as Error).message}`);
   }
@@ -119,7 +122,7 @@ async function attach(core: Core, pid: number): Promise<Tracer> {
     await t.attach(pid);
     return t;
   } catch (e) {
-    await t.close().catch(() => undefined);
+    if (!given) await t.close().catch(() => undefined);
     if (e instanceof ShimError && (e.code === "NO_SUCH_PROCESS" || e.code === "ESRCH" || e.code === "ZOMBIE")) throw new ApplyError("NO_PROCESS", processSubject(pid), e.message);
     throw shimError(e, pid, "attach");
   }
@@ -281,7 +284,7 @@ export async function applyPatch(pid: number, pkg: ReadPackage, opts: ApplyOptio
     const problems: string[] = [];
     const regions = findRegions(pid, target.maps, mem, problems);
     const status = statusOf(pid, regions, mem, problems);
-    t = await attach(core, pid);
+    t = await attach(core, pid, opts.tracer);
     // Scope "patch": the globals an applied (active) patch defines, from its region header.
     const patchSymbol = (patchId: string, name: string): bigint | undefined =>
       regions.find((r) => r.header.state === "active" && r.header.patchId === patchId)?.header.symbols.find((s) => s.name === name)?.addr;
@@ -383,7 +386,8 @@ export async function applyPatch(pid: number, pkg: ReadPackage, opts: ApplyOptio
     plan?.close();
     unwind?.close();
     mem?.close();
-    if (t) await t.close().catch(() => undefined);
+    // A caller's tracer: detached (an open transaction rolled back by the tracer), kept open.
+    if (t) await (t === opts.tracer ? t.detach() : t.close()).catch(() => undefined);
     closeTarget(target);
   }
 }

@@ -21,8 +21,9 @@ import { readPackageFile, type ReadPackage } from "../format/reader.js";
 import { readVerifyingKey, requireSignature } from "../format/verify.js";
 import type { ApplyOptions, ApplyReport, Consistency } from "../apply/contract.js";
 import { ApplyError, processSubject } from "../apply/errors.js";
-import { applyAll, binaryIdentity, findProcesses, type BinaryIdentity, type ProcessOutcome, type ProcessScan, type Progress } from "../apply/all.js";
+import { applyAllPooled, binaryIdentity, findProcesses, type BinaryIdentity, type ProcessOutcome, type ProcessScan, type Progress } from "../apply/all.js";
 import * as engine from "../apply/index.js";
+import { Tracer } from "../shim/index.js";
 
 /** The library the commands call (src/apply/index.ts); a parameter so the CLI's plumbing can be tested alone. */
 export type ApplyLibrary = Pick<typeof engine, "applyPatch" | "revertPatch" | "readStatus">;
@@ -233,11 +234,12 @@ async function runAll(lib: ApplyLibrary, plan: Extract<ApplyPlan, { mode: "all" 
   const progress = io.isTTY && !plan.json;
   let shown = 0;
   const cores = [core];
-  const outcomes = await applyAll(
+  const outcomes = await applyAllPooled(
     scan.matches.map((m) => m.pid),
-    (pid, slot) => lib.applyPatch(pid, pkg, { ...opts, core: (cores[slot] ??= nodeCore()) }),
+    (pid, slot, tracer) => lib.applyPatch(pid, pkg, { ...opts, core: (cores[slot] ??= nodeCore()), tracer }),
     {
       jobs: plan.jobs,
+      open: (slot) => Tracer.open({ core: (cores[slot] ??= nodeCore()) }),
       onProgress: progress
         ? (p) => {
             const now = performance.now();
