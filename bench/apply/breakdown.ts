@@ -120,7 +120,7 @@ function wrap<T extends object>(obj: T, name: string, label: string | ((args: un
 
 wrap(Tracer, "open", "Tracer.open (start the tracer process)");
 // leaves only (read() calls readMemory(), mmap() and the others call syscall())
-for (const m of ["attach", "begin", "commit", "writeText", "writeData", "readMemory", "call", "syscallSite", "stopWorld", "patchAndResume", "resumeAll", "waitReturn", "close"])
+for (const m of ["attach", "detach", "begin", "commit", "writeText", "writeData", "readMemory", "call", "syscallSite", "stopWorld", "patchAndResume", "resumeAll", "waitReturn", "close"])
   if (typeof (Tracer.prototype as unknown as Record<string, unknown>)[m] === "function") wrap(Tracer.prototype, m, `tracer ${m}`);
 const SYSCALLS: Record<number, string> = { 3: "close", 9: "mmap", 10: "mprotect", 11: "munmap", 77: "ftruncate", 319: "memfd_create" };
 wrap(Tracer.prototype, "syscall", (a) => `tracer remote ${SYSCALLS[Number(a[1])] ?? "syscall " + String(a[1])}`);

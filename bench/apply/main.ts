@@ -20,11 +20,12 @@
 //
 // BENCH_ONLY=sleep,busy,all picks parts; BENCH_THREADS=1,10 and BENCH_FUNCTIONS=1,10 pick
 // cells; BENCH_REPS (applies per cell and block, default 4). Progress goes to stderr.
+// BENCH_ALL=N processes for --all (default 1000); BENCH_ALL_TRACERS=fresh: a tracer per process (the old way) instead of one per job.
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { copyFileSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { ApplyError, applyPatch, revertPatch } from "../../src/apply/index.js";
-import { applyAll, binaryIdentity, findProcesses } from "../../src/apply/all.js";
+import { applyAll, applyAllPooled, binaryIdentity, findProcesses } from "../../src/apply/all.js";
 import type { ApplyReport, Consistency } from "../../src/apply/contract.js";
 import { readPackageFile } from "../../src/format/reader.js";
 import { nodeCore } from "../../src/node/core-file.js";
@@ -45,6 +46,8 @@ const FUNCS = list(process.env.BENCH_FUNCTIONS, [1, 10, 100]);
 const REPS = Number(process.env.BENCH_REPS ?? 4);
 const BLOCKS = 2;
 const ALL_N = Number(process.env.BENCH_ALL ?? 1000);
+// --all: "pooled" (default: one tracer per job, reused, as the CLI does) or "fresh" (a tracer per process)
+const ALL_TRACERS = process.env.BENCH_ALL_TRACERS === "fresh" ? "fresh" : "pooled";
 const CONSISTENCY = (process.env.BENCH_CONSISTENCY ?? "function") as Consistency;
 // how long an apply waits for busy threads to leave the replaced functions (default 5000)
 const TIMEOUT_MS = Number(process.env.BENCH_TIMEOUT_MS ?? 2000);
@@ -372,12 +375,11 @@ async function benchAll(): Promise<AllResult> {
     const id = binaryIdentity(core, fx.server);
     const scan = findProcesses(core, id, { self: process.pid });
     const scanNs = now() - a;
+    const pids = scan.matches.map((m) => m.pid);
     const tc = await timeCalls(() =>
-      applyAll(
-        scan.matches.map((m) => m.pid),
-        (pid, slot) => applyPatch(pid, p, { core: cores[slot], consistency: CONSISTENCY }),
-        { jobs },
-      ),
+      ALL_TRACERS === "fresh"
+        ? applyAll(pids, (pid, slot) => applyPatch(pid, p, { core: cores[slot], consistency: CONSISTENCY }), { jobs })
+        : applyAllPooled(pids, (pid, slot, tracer) => applyPatch(pid, p, { core: cores[slot], consistency: CONSISTENCY, tracer }), { jobs, open: (slot) => Tracer.open({ core: cores[slot] }) }),
     );
     const outcomes = tc.value;
     const wallNs = now() - a;
@@ -496,7 +498,7 @@ if (all) {
   console.log("\n| --all | processes | whole run | per process | single apply | ratio | pause patchc reports | note |");
   console.log("|---|---|---|---|---|---|---|---|");
   console.log(
-    `| ${all.functions} functions | ${all.n} (1 sleeping thread each) | ${fmt(all.wallNs)} | ${fmt(per)} | ${fmt(single)} | ${(per / single).toFixed(2)}x | ${fmt(median(all.pause))} median, ${fmt(Math.max(...all.pause))} max | scan of /proc ${fmt(all.scanNs)}; ${all.jobs} applies at a time (src/apply/all.ts applyAll); ${all.ok} patched${all.failed.length ? `, ${all.failed.length} failed: ${[...new Set(all.failed.map((f) => f.replace(/^\d+: /, "")))].slice(0, 3).join("; ")}` : ""} |`,
+    `| ${all.functions} functions | ${all.n} (1 sleeping thread each) | ${fmt(all.wallNs)} | ${fmt(per)} | ${fmt(single)} | ${(per / single).toFixed(2)}x | ${fmt(median(all.pause))} median, ${fmt(Math.max(...all.pause))} max | scan of /proc ${fmt(all.scanNs)}; ${all.jobs} applies at a time (src/apply/all.ts ${ALL_TRACERS === "fresh" ? "applyAll, a tracer per process" : "applyAllPooled, a tracer per job"}); ${all.ok} patched${all.failed.length ? `, ${all.failed.length} failed: ${[...new Set(all.failed.map((f) => f.replace(/^\d+: /, "")))].slice(0, 3).join("; ")}` : ""} |`,
   );
 }
 console.log(`\nbench/apply: ${fmt(now() - t0)} in all`);

@@ -91,6 +91,18 @@ export interface PlanOptions {
   mem?: MemoryReader;
 }
 
+/**
+ * The package's ELF bytes (encodePackage), made once per package model: `--all` plans the
+ * same package for every process (the bytes depend on the model alone; the model is not
+ * changed once read).
+ */
+const encoded = new WeakMap<ReadPackage["model"], Uint8Array>();
+function packageBytes(m: ReadPackage["model"]): Uint8Array {
+  let b = encoded.get(m);
+  if (!b) encoded.set(m, (b = encodePackage(m)));
+  return b;
+}
+
 export function planPatch(core: Core, target: TargetProcess, pkg: ReadPackage, references: ResolvedReference[], applied: StatusReport, opts: PlanOptions = {}): EnginePlan {
   const m = pkg.model;
   const pid = target.pid;
@@ -121,7 +133,7 @@ export function planPatch(core: Core, target: TargetProcess, pkg: ReadPackage, r
     });
 
     // Relocation: the package's own bytes, every undefined symbol bound.
-    elf = new ElfReader(core, encodePackage(m), pkg.file);
+    elf = new ElfReader(core, packageBytes(m), pkg.file);
     reloc = new Relocation(elf);
     const num = elfNumbering(pkg);
     bindReferences(reloc, pkg, references, num.sym, mem, subject);
