@@ -36,7 +36,7 @@ import { splitPause, timeCalls, type CallTimes, type PauseSplit } from "./breakd
 import { SAFETY_STACK_WINDOW } from "../../src/apply/safety.js";
 import { buildFixtures } from "./fixture.js";
 import { plotSvg, type PlotSeries } from "./plot.js";
-import { startServer, type Server } from "./target.js";
+import { forgetPerfMap, startServer, type Server } from "./target.js";
 
 const list = (v: string | undefined, d: number[]) => (v ? v.split(",").map(Number) : d);
 const only = process.env.BENCH_ONLY?.split(",");
@@ -345,7 +345,10 @@ async function benchAll(): Promise<AllResult> {
   const k = FUNCS.includes(10) ? 10 : FUNCS[0];
   const procs: ChildProcess[] = [];
   const kill = () => {
-    for (const p of procs) p.kill("SIGKILL");
+    for (const p of procs) {
+      p.kill("SIGKILL");
+      if (p.pid) forgetPerfMap(p.pid);
+    }
   };
   process.on("exit", kill);
   try {

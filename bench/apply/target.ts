@@ -1,6 +1,6 @@
 // A fixture server under the pause monitor, and the monitor's shared page.
 import { spawn, type ChildProcess } from "node:child_process";
-import { closeSync, openSync, readSync, unlinkSync, writeSync } from "node:fs";
+import { closeSync, openSync, readSync, rmSync, unlinkSync, writeSync } from "node:fs";
 
 const MAGIC = 0x31726f74696e6f6dn;
 
@@ -88,6 +88,7 @@ export async function startServer(server: string, kind: "sleep" | "busy", n: num
     kill() {
       monitor?.close();
       proc.kill("SIGKILL");
+      forgetPerfMap(pid);
       if (monitorLib) {
         try {
           unlinkSync(`/dev/shm/patchc-monitor-${pid}`);
@@ -97,4 +98,9 @@ export async function startServer(server: string, kind: "sleep" | "busy", n: num
       }
     },
   };
+}
+
+/** Removes the perf map the applies wrote for a bench target that is gone (/tmp: the bench's targets share its root). */
+export function forgetPerfMap(pid: number): void {
+  rmSync(`/tmp/perf-${pid}.map`, { force: true });
 }
