@@ -11,7 +11,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
-import * as net from "node:net";
 import * as path from "node:path";
 import { buildSourceTree, type SourceBuildResult } from "../src/build/source-tree.js";
 import { ElfReader } from "../src/core/elf.js";
@@ -28,6 +27,7 @@ import { writePackageFile } from "../src/format/writer.js";
 import { execFileSync as exec } from "node:child_process";
 import { nodeCore } from "../src/node/core-file.js";
 import { Scratch } from "./helpers/gcc.js";
+import { connects, freePort, httpGet } from "./fixtures/server/harness.js";
 import { NGINX_BUILD_COMMAND, NGINX_BINARY, realNginx, reproducerConfig } from "./helpers/nginx.js";
 
 const core = nodeCore();
@@ -186,14 +186,14 @@ describe("nginx from Debian, built twice with its fix CVE-2026-42945", () => {
     try {
       // /x&y: after `rewrite ^(.*) /new?c=1`, the old code keeps is_args set and escapes the
       // capture as an argument ("&" -> "%26") into a buffer sized for the unescaped value.
-      const before = await get(original.port, "/x%26y");
-      const after = await get(fixed.port, "/x%26y");
+      const before = await httpGet(original.port, "/x%26y");
+      const after = await httpGet(fixed.port, "/x%26y");
       expect(after).toEqual({ status: 200, body: "/x&y" });
       // Escaped ("/x%26y") and cut to the length of the unescaped value, 4 bytes.
       expect(before).toEqual({ status: 200, body: "/x%2" });
       // Without anything to escape, both agree.
-      expect(await get(original.port, "/plain")).toEqual({ status: 200, body: "/plain" });
-      expect(await get(fixed.port, "/plain")).toEqual({ status: 200, body: "/plain" });
+      expect(await httpGet(original.port, "/plain")).toEqual({ status: 200, body: "/plain" });
+      expect(await httpGet(fixed.port, "/plain")).toEqual({ status: 200, body: "/plain" });
     } finally {
       original.stop();
       fixed.stop();
@@ -204,17 +204,6 @@ describe("nginx from Debian, built twice with its fix CVE-2026-42945", () => {
 interface Server {
   port: number;
   stop(): void;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.on("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 /** Runs `binary` in the foreground with the reproducer's configuration on a free port. */
@@ -234,32 +223,4 @@ async function serve(binary: string, name: string): Promise<Server> {
   }
   stop();
   throw new Error(`${name} nginx did not listen on ${port}: ${fs.readFileSync(path.join(prefix, "logs", "error.log"), "utf8")}`);
-}
-
-function connects(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.connect(port, "127.0.0.1");
-    s.on("connect", () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.on("error", () => resolve(false));
-  });
-}
-
-/** One raw HTTP/1.0 request (the path as given, no client-side normalisation). */
-function get(port: number, target: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const s = net.connect(port, "127.0.0.1");
-    const chunks: Buffer[] = [];
-    s.on("connect", () => s.write(`GET ${target} HTTP/1.0\r\nHost: localhost\r\n\r\n`));
-    s.on("data", (b) => chunks.push(b));
-    s.on("error", reject);
-    s.on("end", () => {
-      const text = Buffer.concat(chunks).toString("latin1");
-      const sep = text.indexOf("\r\n\r\n");
-      const status = Number(/^HTTP\/1\.\d (\d{3})/.exec(text)?.[1] ?? 0);
-      resolve({ status, body: sep < 0 ? "" : text.slice(sep + 4) });
-    });
-  });
 }
