@@ -589,6 +589,15 @@ export class ProcessUnwind {
     this.registry.free();
   }
 
+  /**
+   * Before the stop: builds the scan set of these ranges, so the check() that follows
+   * with the same ranges (in the pause) finds it ready.
+   */
+  prepareCheck(forbidden: Range[], windows: Range[]): void {
+    if (this.closed) throw new Error(`process ${this.pid}: the stack check was closed`);
+    this.scanFor(forbidden, windows);
+  }
+
   /** The scan set of these ranges: the last one again when they are the same (a retry). */
   private scanFor(forbidden: Range[], windows: Range[]): StackScan {
     const key = [...forbidden, { lo: -1n, hi: -1n }, ...windows].map((r) => `${r.lo.toString(16)}-${r.hi.toString(16)}`).join(",");

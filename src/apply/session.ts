@@ -23,8 +23,7 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import type { Core } from "../core/instance.js";
 import type { ReadPackage } from "../format/reader.js";
 import { nodeCore } from "../node/core-file.js";
-import { REG, ShimError, Tracer, type Patch, type World } from "../shim/index.js";
-import { NREGS, regsAt } from "../shim/regs.js";
+import { ShimError, Tracer, type Patch, type World } from "../shim/index.js";
 import type { ApplyOptions, ApplyReport, Range, RevertOptions, RevertReport, StatusPatch } from "./contract.js";
 import { ApplyError, processSubject } from "./errors.js";
 import { appendPerfMap } from "./perf-map.js";
@@ -136,46 +135,6 @@ function describe(b: Blocker): string {
   return b.kind === "window"
     ? `thread ${b.tid} is at ${hex(b.pc)} inside the entry of ${blockerName(b)}`
     : `thread ${b.tid} is inside ${blockerName(b)} (frame ${b.depth}, pc ${hex(b.pc)}${b.how && b.how !== "precise" ? `, ${b.how}` : ""})`;
-}
-
-/**
- * Runs the stack check once on a made-up stopped thread (at `pc`, its stack unreadable),
- * before the real stop: the first run of the analysis compiles its code (JavaScript and
- * the core's Wasm functions), which would otherwise land inside the target's pause.
- * The verdict is thrown away; nothing of the target is read or touched.
- */
-async function warmCheck(t: Tracer, unwind: ProcessUnwind, forbidden: Range[], windows: Range[], pc: bigint): Promise<void> {
-  const regs = new BigUint64Array(NREGS);
-  regs[REG.rip] = pc;
-  regs[REG.rsp] = 0x1000n; // below vm.mmap_min_addr: never a stack mapping
-  const stack = new Uint8Array(64);
-  const raw: World["raw"] = {
-    window: stack.length,
-    interruptNs: 0,
-    waitNs: 0,
-    readNs: 0,
-    totalNs: 0,
-    tids: Int32Array.of(0),
-    flags: Uint32Array.of(1),
-    pendingSig: Int32Array.of(0),
-    stackLen: Uint32Array.of(stack.length),
-    regs,
-    stacks: stack,
-  };
-  const world: World = {
-    threads: [{ tid: 0, flags: 1, pendingSignal: 0, pc, sp: regs[REG.rsp], regs: regsAt(regs, 0), stack }],
-    window: stack.length,
-    interruptNs: 0,
-    waitNs: 0,
-    readNs: 0,
-    totalNs: 0,
-    raw,
-  };
-  try {
-    await unwind.check(t, world, forbidden, windows);
-  } catch {
-    // Only a warm-up.
-  }
 }
 
 interface StopLoopResult {
@@ -316,7 +275,7 @@ export async function applyPatch(pid: number, pkg: ReadPackage, opts: ApplyOptio
     const forbidden = consistency === "function" ? plan.sites.flatMap((s) => s.oldRanges) : [];
     const windows = plan.sites.map((s) => ({ lo: s.site, hi: s.site + BigInt(s.expect.length), name: s.name }));
     unwind.setMaps(readMaps(pid));
-    if (plan.sites.length) await warmCheck(t, unwind, forbidden, windows, plan.sites[0].site);
+    unwind.prepareCheck(forbidden, windows);
 
     phase("stop");
     const patches: Patch[] = plan.sites.map((s, i) => ({ addr: s.site, expect: s.expect, bytes: image.jumps[i].bytes }));
@@ -476,7 +435,7 @@ async function revertOne(t: Tracer, pid: number, h: RegionHeader, unwind: Proces
   const forbidden: Range[] = [...fnRanges, { lo: h.base, hi: h.base + h.size, name: regionName }];
   const windows: Range[] = h.functions.map((f) => ({ lo: f.site, hi: f.site + BigInt(f.jump.length), name: f.name }));
   let retire = false;
-  if (h.functions.length) await warmCheck(t, unwind, forbidden, windows, h.functions[0].newAddr);
+  unwind.prepareCheck(forbidden, windows);
   await t.begin();
   let committed = false;
   let pauseNs = 0;
