@@ -1209,50 +1209,27 @@ int find_syscall_site(void) {
               S.pid);
 }
 
-/* A stop of a held thread taken by remote_syscall/remote_call themselves (not through
- * the event loop): recorded so the thread is known stopped; sigstop is the signal of a
- * signal-delivery stop (event 0, not a syscall stop of PTRACE_O_TRACESYSGOOD). */
-static void note_stop(struct thread *t, int st) {
-  t->stopped = true;
-  t->status = st;
-  t->stop_seq++;
-  int sig = WSTOPSIG(st);
-  t->sigstop = ((unsigned)st >> 16) == 0 && sig != (SIGTRAP | 0x80) ? sig : 0;
-}
-
-enum { RUN_STOPPED, RUN_FAILED, RUN_OVERRAN, RUN_EXITED };
-
-/* Resumes a held thread with `request` (PTRACE_SINGLESTEP, PTRACE_SYSCALL) and waits for
- * its next stop until `deadline` (armed by the caller). RUN_STOPPED: stopped, status in
- * *st (recorded). RUN_FAILED: the ptrace request failed (errno). RUN_OVERRAN: the
- * deadline passed; the thread was interrupted (a blocking call returns -EINTR or a
- * restart code) and its stop taken within 1 s, so the caller can restore its registers;
- * one that does not stop stays marked running. RUN_EXITED: it is gone (thread_dead). */
-static int run_until_stop(struct thread *t, int request, uint64_t deadline, int *st) {
-  if (ptrace(request, t->tid, 0, 0) < 0) return RUN_FAILED;
-  t->stopped = false;
-  pid_t p;
-  while ((p = wait_event(t->tid, deadline, st)) == WAIT_TICK) {
-  }
-  if (p == WAIT_TIMEOUT) {
-    ptrace(PTRACE_INTERRUPT, t->tid, 0, 0);
-    uint64_t d2 = now_ns() + 1000000000ull;
-    timer_arm(d2);
-    while ((p = wait_event(t->tid, d2, st)) == WAIT_TICK) {
-    }
-    if (p > 0 && WIFSTOPPED(*st)) note_stop(t, *st);
-    return RUN_OVERRAN;
-  }
-  if (p < 0 || WIFEXITED(*st) || WIFSIGNALED(*st)) {
-    thread_dead(t);
-    return RUN_EXITED;
-  }
-  note_stop(t, *st);
-  return RUN_STOPPED;
-}
-
 /* Runs one syscall in a stopped (held) thread and restores it exactly: every
  * register as it was, its pending signals kept for re-delivery. */
+/* A remote syscall or call that overran its time: interrupt the thread (a blocking call
+ * returns -EINTR or a restart code) and take its stop within 1 s, so the caller can
+ * restore its registers; a thread that does not stop stays marked running. */
+static void interrupt_overrun(struct thread *t) {
+  ptrace(PTRACE_INTERRUPT, t->tid, 0, 0);
+  uint64_t deadline = now_ns() + 1000000000ull;
+  timer_arm(deadline);
+  int st;
+  pid_t p;
+  while ((p = wait_event(t->tid, deadline, &st)) == WAIT_TICK) {
+  }
+  if (p > 0 && WIFSTOPPED(st)) {
+    t->stopped = true;
+    t->status = st;
+    t->stop_seq++;
+    t->sigstop = ((unsigned)st >> 16) == 0 ? WSTOPSIG(st) : 0;
+  }
+}
+
 int remote_syscall(struct thread *t, uint64_t nr, const uint64_t a[6], int64_t *ret) {
   if (find_syscall_site() < 0) return -1;
   if (get_regs(t) < 0) return -1;
@@ -1273,23 +1250,33 @@ int remote_syscall(struct thread *t, uint64_t nr, const uint64_t a[6], int64_t *
   uint64_t deadline = now_ns() + 5000000000ull;
   timer_arm(deadline);
   for (int step = 0;; step++) {
-    int st;
-    int run = run_until_stop(t, PTRACE_SINGLESTEP, deadline, &st);
-    if (run == RUN_FAILED) {
+    if (ptrace(PTRACE_SINGLESTEP, t->tid, 0, 0) < 0) {
       rc = fail_sys("ptrace(PTRACE_SINGLESTEP)", t->tid, errno, NULL);
       break;
     }
-    if (run == RUN_OVERRAN) { /* the call blocks: interrupted, it returns -EINTR or a restart code */
+    t->stopped = false;
+    int st;
+    pid_t p;
+    while ((p = wait_event(t->tid, deadline, &st)) == WAIT_TICK) {
+    }
+    if (p == WAIT_TIMEOUT) {
+      /* the call blocks: interrupt it, it returns -EINTR or a restart code */
+      interrupt_overrun(t);
       rc = fail("SYSCALL_TIMEOUT", t->tid, "remote syscall %llu did not return within 5 s in tid %d",
                 (unsigned long long)nr, t->tid);
       break;
     }
-    if (run == RUN_EXITED) {
+    if (p < 0 || WIFEXITED(st) || WIFSIGNALED(st)) {
+      thread_dead(t);
       timer_disarm();
       return fail("THREAD_EXITED", t->tid, "tid %d exited during remote syscall %llu", t->tid,
                   (unsigned long long)nr);
     }
+    t->stopped = true;
+    t->status = st;
+    t->stop_seq++;
     int sig = WSTOPSIG(st), ev = (unsigned)st >> 16;
+    t->sigstop = ev == 0 ? sig : 0;
     if (ev == 0 && sig == SIGTRAP) {
       struct user_regs_struct after;
       if (ptrace(PTRACE_GETREGS, t->tid, 0, &after) < 0) {
@@ -1371,22 +1358,31 @@ int remote_call(struct thread *t, uint64_t addr, const uint64_t a[6], uint32_t t
   uint64_t deadline = now_ns() + (uint64_t)(timeout_ms ? timeout_ms : 1000) * 1000000ull;
   timer_arm(deadline);
   for (;;) {
-    int st;
-    int run = run_until_stop(t, PTRACE_SYSCALL, deadline, &st);
-    if (run == RUN_FAILED) {
+    if (ptrace(PTRACE_SYSCALL, t->tid, 0, 0) < 0) {
       rc = fail_sys("ptrace(PTRACE_SYSCALL)", t->tid, errno, NULL);
       break;
     }
-    if (run == RUN_OVERRAN) {
+    t->stopped = false;
+    int st;
+    pid_t p;
+    while ((p = wait_event(t->tid, deadline, &st)) == WAIT_TICK) {
+    }
+    if (p == WAIT_TIMEOUT) {
+      interrupt_overrun(t);
       rc = fail("CALL_TIMEOUT", t->tid, "the function at 0x%llx did not return within %u ms in tid %d",
                 (unsigned long long)addr, timeout_ms, t->tid);
       break;
     }
-    if (run == RUN_EXITED) {
+    if (p < 0 || WIFEXITED(st) || WIFSIGNALED(st)) {
+      thread_dead(t);
       timer_disarm();
       return fail("THREAD_EXITED", t->tid, "tid %d exited during the call of 0x%llx", t->tid, (unsigned long long)addr);
     }
+    t->stopped = true;
+    t->status = st;
+    t->stop_seq++;
     int sig = WSTOPSIG(st), ev = (unsigned)st >> 16;
+    t->sigstop = ev == 0 && sig != (SIGTRAP | 0x80) ? sig : 0;
     struct user_regs_struct now;
     if (ptrace(PTRACE_GETREGS, t->tid, 0, &now) < 0) {
       rc = fail_sys("ptrace(PTRACE_GETREGS)", t->tid, errno, NULL);
