@@ -15,8 +15,11 @@ import type { ApplyReport } from "../src/apply/contract.js";
 import { LIBC, Scratch, run } from "./helpers/gcc.js";
 
 // Prints "ready" once running (ld.so done); with "fork", first starts a child
-// (sleep) and prints its pid, so a test can pose as a descendant of this process.
+// (sleep) and prints its pid once the child has exec'd (the close-on-exec pipe reads
+// EOF), so a test can pose as a descendant of this process: a child still between fork
+// and exec would be this very program.
 const SOURCE = `
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -27,8 +30,14 @@ int main(int argc, char **argv) {
   if (in_lib(1) != 2) return 3;
 #endif
   if (argc > 1 && strcmp(argv[1], "fork") == 0) {
+    int p[2];
+    char b;
+    if (pipe2(p, O_CLOEXEC) != 0) return 4;
     pid_t c = fork();
     if (c == 0) { execlp("sleep", "sleep", "60", (char *)0); _exit(127); }
+    close(p[1]);
+    while (read(p[0], &b, 1) > 0) {}
+    close(p[0]);
     printf("%d\\n", (int)c);
   }
   printf("ready " WHO "\\n");
