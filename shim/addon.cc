@@ -53,7 +53,7 @@ const char* const kOpNames[OP__COUNT] = {
     "stopWorld",      "resumeAll",   "patchAndResume", "getRegs",    "setRegs",
     "readMemory",     "writeData",   "writeText",      "syscall",    "syscallSite",
     "seccompFilters", "waitReturn",  "begin",          "commit",     "rollback",
-    "debugRegs",      "call",
+    "debugRegs",      "call",        "stopCheckPatch",
 };
 
 std::string ErrnoName(int e) {
@@ -371,9 +371,9 @@ void Need(Napi::Env env, const std::vector<uint8_t>& b, size_t n) {
 
 Napi::Value Empty(Napi::Env env, const std::vector<uint8_t>&) { return env.Undefined(); }
 
-Napi::Value Resumed(Napi::Env env, const std::vector<uint8_t>& b) {
-  Need(env, b, sizeof(wire_resumed));
-  wire_resumed r = Get<wire_resumed>(b, 0);
+Napi::Value ResumedAt(Napi::Env env, const std::vector<uint8_t>& b, size_t off) {
+  Need(env, b, off + sizeof(wire_resumed));
+  wire_resumed r = Get<wire_resumed>(b, off);
   Napi::Object o = Napi::Object::New(env);
   o.Set("pauseNs", Napi::Number::New(env, static_cast<double>(r.pause_ns)));
   o.Set("checkNs", Napi::Number::New(env, static_cast<double>(r.check_ns)));
@@ -382,11 +382,80 @@ Napi::Value Resumed(Napi::Env env, const std::vector<uint8_t>& b) {
   return o;
 }
 
+Napi::Value Resumed(Napi::Env env, const std::vector<uint8_t>& b) { return ResumedAt(env, b, 0); }
+
+// Patches ({ addr: bigint, expect: Uint8Array, bytes: Uint8Array }[]) as OP_PATCH_RESUME
+// carries them: the records, then expect and bytes of each.
+void PutPatches(Napi::Env env, Napi::Value v, Req& r) {
+  if (!v.IsArray()) throw Napi::TypeError::New(env, "patches must be an array");
+  Napi::Array arr = v.As<Napi::Array>();
+  uint32_t n = arr.Length();
+  std::vector<wire_patch> hdr(n);
+  std::vector<uint8_t> tail;
+  for (uint32_t i = 0; i < n; i++) {
+    Napi::Value e = arr[i];
+    if (!e.IsObject()) throw Napi::TypeError::New(env, "patch " + std::to_string(i) + " must be an object");
+    Napi::Object p = e.As<Napi::Object>();
+    Napi::Value addr = p.Get("addr"), expect = p.Get("expect"), bytes = p.Get("bytes");
+    if (!addr.IsBigInt()) throw Napi::TypeError::New(env, "patch " + std::to_string(i) + ": addr must be a bigint");
+    bool lossless;
+    hdr[i].addr = addr.As<Napi::BigInt>().Uint64Value(&lossless);
+    if (!expect.IsTypedArray() || expect.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array ||
+        !bytes.IsTypedArray() || bytes.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+      throw Napi::TypeError::New(env, "patch " + std::to_string(i) + ": expect and bytes must be Uint8Arrays");
+    Napi::Uint8Array x = expect.As<Napi::Uint8Array>(), b = bytes.As<Napi::Uint8Array>();
+    if (x.ElementLength() != b.ElementLength() || x.ElementLength() == 0 || x.ElementLength() > 4096)
+      throw Napi::RangeError::New(env, "patch " + std::to_string(i) + ": expect and bytes must have the same length, 1..4096");
+    hdr[i].len = static_cast<uint32_t>(x.ElementLength());
+    tail.insert(tail.end(), x.Data(), x.Data() + x.ElementLength());
+    tail.insert(tail.end(), b.Data(), b.Data() + b.ElementLength());
+  }
+  if (n) r.Put(hdr.data(), hdr.size() * sizeof(wire_patch));
+  if (!tail.empty()) r.Put(tail.data(), tail.size());
+}
+
 Napi::Value U64s(Napi::Env env, const std::vector<uint8_t>& b, size_t n) {
   Need(env, b, n * 8);
   Napi::BigUint64Array a = Napi::BigUint64Array::New(env, n);
   memcpy(a.Data(), b.data(), n * 8);
   return a;
+}
+
+// OP_STOP_WORLD's reply (also OP_STOP_PATCH's when not proven), from byte `off`.
+Napi::Value World(Napi::Env env, const std::vector<uint8_t>& b, size_t off) {
+  Need(env, b, off + sizeof(wire_stopped));
+  wire_stopped h = Get<wire_stopped>(b, off);
+  size_t n = h.nthreads;
+  size_t roff = off + sizeof h, soff = roff + n * sizeof(wire_thread_state);
+  Need(env, b, soff + n * h.window);
+  Napi::Int32Array tids = Napi::Int32Array::New(env, n);
+  Napi::Uint32Array flags = Napi::Uint32Array::New(env, n);
+  Napi::Int32Array pending = Napi::Int32Array::New(env, n);
+  Napi::Uint32Array lens = Napi::Uint32Array::New(env, n);
+  Napi::BigUint64Array regs = Napi::BigUint64Array::New(env, n * WIRE_NREGS);
+  for (size_t i = 0; i < n; i++) {
+    wire_thread_state s = Get<wire_thread_state>(b, roff + i * sizeof s);
+    tids[i] = s.tid;
+    flags[i] = s.flags;
+    pending[i] = s.pending_sig;
+    lens[i] = s.stack_len;
+    memcpy(regs.Data() + i * WIRE_NREGS, s.regs, sizeof s.regs);
+  }
+  Napi::Uint8Array stacks = Napi::Uint8Array::New(env, n * h.window);
+  if (n != 0 && h.window != 0) memcpy(stacks.Data(), b.data() + soff, n * h.window);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("window", Napi::Number::New(env, static_cast<double>(h.window)));
+  o.Set("interruptNs", Napi::Number::New(env, static_cast<double>(h.interrupt_ns)));
+  o.Set("waitNs", Napi::Number::New(env, static_cast<double>(h.wait_ns)));
+  o.Set("readNs", Napi::Number::New(env, static_cast<double>(h.read_ns)));
+  o.Set("totalNs", Napi::Number::New(env, static_cast<double>(h.total_ns)));
+  o.Set("tids", tids);
+  o.Set("flags", flags);
+  o.Set("pendingSig", pending);
+  o.Set("stackLen", lens);
+  o.Set("regs", regs);
+  o.Set("stacks", stacks);
+  return o;
 }
 
 // ---- the Tracer class ----
@@ -404,6 +473,7 @@ class Tracer : public Napi::ObjectWrap<Tracer> {
                            InstanceMethod<&Tracer::StopWorld>("stopWorld"),
                            InstanceMethod<&Tracer::ResumeAll>("resumeAll"),
                            InstanceMethod<&Tracer::PatchAndResume>("patchAndResume"),
+                           InstanceMethod<&Tracer::StopCheckPatch>("stopCheckPatch"),
                            InstanceMethod<&Tracer::GetRegs>("getRegs"),
                            InstanceMethod<&Tracer::SetRegs>("setRegs"),
                            InstanceMethod<&Tracer::ReadMemory>("readMemory"),
@@ -574,41 +644,8 @@ class Tracer : public Napi::ObjectWrap<Tracer> {
     s.timeout_ms = static_cast<uint32_t>(ArgInt(info, 1, "timeoutMs", 1, 3600000));
     Req r(OP_STOP_WORLD);
     r.Put(s);
-    return Send(info.Env(), OP_STOP_WORLD, r.Done(), [](Napi::Env env, const std::vector<uint8_t>& b) -> Napi::Value {
-      Need(env, b, sizeof(wire_stopped));
-      wire_stopped h = Get<wire_stopped>(b, 0);
-      size_t n = h.nthreads;
-      size_t roff = sizeof h, soff = roff + n * sizeof(wire_thread_state);
-      Need(env, b, soff + n * h.window);
-      Napi::Int32Array tids = Napi::Int32Array::New(env, n);
-      Napi::Uint32Array flags = Napi::Uint32Array::New(env, n);
-      Napi::Int32Array pending = Napi::Int32Array::New(env, n);
-      Napi::Uint32Array lens = Napi::Uint32Array::New(env, n);
-      Napi::BigUint64Array regs = Napi::BigUint64Array::New(env, n * WIRE_NREGS);
-      for (size_t i = 0; i < n; i++) {
-        wire_thread_state s = Get<wire_thread_state>(b, roff + i * sizeof s);
-        tids[i] = s.tid;
-        flags[i] = s.flags;
-        pending[i] = s.pending_sig;
-        lens[i] = s.stack_len;
-        memcpy(regs.Data() + i * WIRE_NREGS, s.regs, sizeof s.regs);
-      }
-      Napi::Uint8Array stacks = Napi::Uint8Array::New(env, n * h.window);
-      if (n != 0 && h.window != 0) memcpy(stacks.Data(), b.data() + soff, n * h.window);
-      Napi::Object o = Napi::Object::New(env);
-      o.Set("window", Napi::Number::New(env, static_cast<double>(h.window)));
-      o.Set("interruptNs", Napi::Number::New(env, static_cast<double>(h.interrupt_ns)));
-      o.Set("waitNs", Napi::Number::New(env, static_cast<double>(h.wait_ns)));
-      o.Set("readNs", Napi::Number::New(env, static_cast<double>(h.read_ns)));
-      o.Set("totalNs", Napi::Number::New(env, static_cast<double>(h.total_ns)));
-      o.Set("tids", tids);
-      o.Set("flags", flags);
-      o.Set("pendingSig", pending);
-      o.Set("stackLen", lens);
-      o.Set("regs", regs);
-      o.Set("stacks", stacks);
-      return o;
-    });
+    return Send(info.Env(), OP_STOP_WORLD, r.Done(),
+                [](Napi::Env env, const std::vector<uint8_t>& b) { return World(env, b, 0); });
   }
 
   Napi::Value ResumeAll(const Napi::CallbackInfo& info) { return Simple(info, OP_RESUME_ALL, Resumed); }
@@ -616,36 +653,49 @@ class Tracer : public Napi::ObjectWrap<Tracer> {
   Napi::Value PatchAndResume(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (info.Length() < 1 || !info[0].IsArray()) throw Napi::TypeError::New(env, "patches must be an array");
-    Napi::Array arr = info[0].As<Napi::Array>();
-    uint32_t n = arr.Length();
-    wire_patches ph{n, 0};
+    wire_patches ph{info[0].As<Napi::Array>().Length(), 0};
     if (info.Length() > 1 && info[1].ToBoolean()) ph.flags |= PATCH_COMMIT;
-    std::vector<wire_patch> hdr(n);
-    std::vector<uint8_t> tail;
-    for (uint32_t i = 0; i < n; i++) {
-      Napi::Value v = arr[i];
-      if (!v.IsObject()) throw Napi::TypeError::New(env, "patch " + std::to_string(i) + " must be an object");
-      Napi::Object p = v.As<Napi::Object>();
-      Napi::Value addr = p.Get("addr"), expect = p.Get("expect"), bytes = p.Get("bytes");
-      if (!addr.IsBigInt()) throw Napi::TypeError::New(env, "patch " + std::to_string(i) + ": addr must be a bigint");
-      bool lossless;
-      hdr[i].addr = addr.As<Napi::BigInt>().Uint64Value(&lossless);
-      if (!expect.IsTypedArray() || expect.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array ||
-          !bytes.IsTypedArray() || bytes.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
-        throw Napi::TypeError::New(env, "patch " + std::to_string(i) + ": expect and bytes must be Uint8Arrays");
-      Napi::Uint8Array e = expect.As<Napi::Uint8Array>(), b = bytes.As<Napi::Uint8Array>();
-      if (e.ElementLength() != b.ElementLength() || e.ElementLength() == 0 || e.ElementLength() > 4096)
-        throw Napi::RangeError::New(env, "patch " + std::to_string(i) +
-                                             ": expect and bytes must have the same length, 1..4096");
-      hdr[i].len = static_cast<uint32_t>(e.ElementLength());
-      tail.insert(tail.end(), e.Data(), e.Data() + e.ElementLength());
-      tail.insert(tail.end(), b.Data(), b.Data() + b.ElementLength());
-    }
     Req r(OP_PATCH_RESUME);
     r.Put(ph);
-    if (n) r.Put(hdr.data(), hdr.size() * sizeof(wire_patch));
-    if (!tail.empty()) r.Put(tail.data(), tail.size());
+    PutPatches(env, info[0], r);
     return Send(env, OP_PATCH_RESUME, r.Done(), Resumed);
+  }
+
+  // stopCheckPatch(window, timeoutMs, maxScan, spans: BigUint64Array [lo, hi, ...], patches, commit, hold)
+  Napi::Value StopCheckPatch(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    wire_stop_patch q{};
+    q.window = static_cast<uint64_t>(ArgInt(info, 0, "window", 0, 16 << 20));
+    q.timeout_ms = static_cast<uint32_t>(ArgInt(info, 1, "timeoutMs", 1, 3600000));
+    q.max_scan = static_cast<uint64_t>(ArgInt(info, 2, "maxScan", 0, 1 << 30));
+    if (info.Length() < 5 || !info[3].IsTypedArray() || info[3].As<Napi::TypedArray>().TypedArrayType() != napi_biguint64_array)
+      throw Napi::TypeError::New(env, "spans must be a BigUint64Array of lo, hi pairs");
+    Napi::BigUint64Array spans = info[3].As<Napi::BigUint64Array>();
+    if (spans.ElementLength() % 2) throw Napi::RangeError::New(env, "spans must hold lo, hi pairs");
+    if (!info[4].IsArray()) throw Napi::TypeError::New(env, "patches must be an array");
+    q.nspans = static_cast<uint32_t>(spans.ElementLength() / 2);
+    q.npatches = info[4].As<Napi::Array>().Length();
+    if (info.Length() > 5 && info[5].ToBoolean()) q.flags |= PATCH_COMMIT;
+    if (info.Length() > 6 && info[6].ToBoolean()) q.flags |= STOP_PATCH_HOLD;
+    Req r(OP_STOP_PATCH);
+    r.Put(q);
+    if (q.nspans) r.Put(spans.Data(), spans.ElementLength() * 8);
+    PutPatches(env, info[4], r);
+    return Send(env, OP_STOP_PATCH, r.Done(), [](Napi::Env env, const std::vector<uint8_t>& b) -> Napi::Value {
+      Need(env, b, sizeof(wire_proof));
+      wire_proof p = Get<wire_proof>(b, 0);
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("proven", Napi::Boolean::New(env, p.proven != 0));
+      o.Set("reason", p.reason);
+      o.Set("tid", p.tid);
+      o.Set("addr", Napi::BigInt::New(env, static_cast<uint64_t>(p.addr)));
+      o.Set("where", Napi::BigInt::New(env, static_cast<uint64_t>(p.where)));
+      o.Set("scanNs", Napi::Number::New(env, static_cast<double>(p.scan_ns)));
+      o.Set("scanned", Napi::Number::New(env, static_cast<double>(p.scanned)));
+      if (p.held) o.Set("world", World(env, b, sizeof p));
+      else o.Set("resumed", ResumedAt(env, b, sizeof p));
+      return o;
+    });
   }
 
   Napi::Value GetRegs(const Napi::CallbackInfo& info) {

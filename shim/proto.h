@@ -49,6 +49,8 @@ enum wire_op {
   OP_ROLLBACK,       /* -> u32 undone */
   OP_DEBUG_REGS,     /* wire_tid -> u64 dr[8] */
   OP_CALL,           /* wire_call -> wire_call_result */
+  OP_STOP_PATCH,     /* wire_stop_patch + wire_span[nspans] + wire_patch[n] + (expect, bytes) per patch
+                        -> wire_proof + (wire_resumed | held: OP_STOP_WORLD's reply) */
   OP__COUNT
 };
 
@@ -114,6 +116,45 @@ struct wire_resumed {
 struct wire_patches { uint32_t n; uint32_t flags; };
 struct wire_patch { uint64_t addr; uint32_t len; uint32_t pad; };
 /* then per patch: expect[len], bytes[len] */
+
+/*
+ * Stop, prove, patch and resume in one request (shim/proof.c): stop the world; if no
+ * thread's pc + 1 and no aligned word of any thread's live stack lies in any span, write
+ * the patches as OP_PATCH_RESUME does (sites checked first) and resume; otherwise keep
+ * the world stopped and reply as OP_STOP_WORLD (with `window` bytes per thread), for
+ * the caller's precise check. Spans: closed intervals, sorted, disjoint.
+ */
+struct wire_stop_patch {
+  uint64_t window;     /* the stack window of the reply when not proven */
+  uint64_t max_scan;   /* bytes of stack the proof reads at most (all threads) */
+  uint32_t timeout_ms;
+  uint32_t nspans;
+  uint32_t npatches;
+  uint32_t flags;      /* PATCH_COMMIT, STOP_PATCH_HOLD */
+};
+#define STOP_PATCH_HOLD 2u /* prove only: write nothing, keep the world stopped, reply with it */
+struct wire_span { uint64_t lo; uint64_t hi; };
+/* why a stop was not proven (wire_proof.reason) */
+#define PROOF_PC         1 /* a thread's pc + 1 is in a span (addr: the pc) */
+#define PROOF_WORD       2 /* a stack word is in a span (addr, at stack address `where`) */
+#define PROOF_NO_STACK   3 /* rsp (addr) is in no writable mapping */
+#define PROOF_TOO_MUCH   4 /* the stacks are larger than max_scan */
+#define PROOF_UNREADABLE 5 /* stack memory could not be read (from addr) */
+#define PROOF_UNALIGNED  6 /* rsp (addr) is not 8-byte aligned */
+#define PROOF_NO_MAPS    7 /* the mappings could not be read */
+#define PROOF_NO_REGS    8 /* a thread's registers are unknown */
+#define PROOF_NO_MEMORY  9 /* the tracer ran out of memory */
+#define PROOF_OFF_STACK 10 /* rsp (addr) is not on the thread's own stack ([stack], or the mapping of its fs_base) */
+struct wire_proof {
+  uint32_t proven;   /* 1: no pc and no stack word in any span */
+  uint32_t reason;   /* PROOF_* when not proven */
+  int32_t tid;       /* the thread that could not be proven, 0 when none */
+  uint32_t held;     /* 1: the world is held stopped and OP_STOP_WORLD's reply follows; 0: wire_resumed follows */
+  uint64_t addr;     /* the value found, or the address concerned */
+  uint64_t where;    /* PROOF_WORD: the stack address holding it */
+  uint64_t scan_ns;  /* finding, reading and scanning the stacks */
+  uint64_t scanned;  /* bytes of stack scanned */
+};
 
 struct wire_set_regs { int32_t tid; uint32_t pad; uint64_t regs[WIRE_NREGS]; };
 struct wire_range { uint64_t addr; uint64_t len; };

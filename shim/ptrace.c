@@ -1130,6 +1130,21 @@ int read_ranges(const struct wire_range *r, uint32_t n, uint8_t *out, uint64_t *
   return rc;
 }
 
+/* The same through process_vm_readv alone: a range stops at the first page the
+ * target itself could not read (an unmapped gap, a PROT_NONE guard page). */
+int read_ranges_plain(const struct wire_range *r, uint32_t n, uint8_t *out, uint64_t *got) {
+  uint64_t *offs = malloc((size_t)(n ? n : 1) * sizeof *offs);
+  if (!offs) return fail("OUT_OF_MEMORY", 0, "out of memory");
+  uint64_t o = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    offs[i] = o;
+    o += r[i].len;
+  }
+  int rc = read_many(r, n, out, offs, got, false);
+  free(offs);
+  return rc;
+}
+
 /* The stack window [rsp, rsp + window) of every live thread, in table order,
  * into out[i * window]; lens[i] bytes of it were read. Registers must be valid. */
 int read_stacks(uint64_t window, uint8_t *out, uint32_t *lens) {

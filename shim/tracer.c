@@ -188,7 +188,7 @@ static const char *op_names[OP__COUNT] = {
     [OP_SECCOMP] = "seccompFilters", [OP_WAIT_RETURN] = "waitReturn",
     [OP_BEGIN] = "begin",           [OP_COMMIT] = "commit",
     [OP_ROLLBACK] = "rollback",     [OP_DEBUG_REGS] = "debugRegs",
-    [OP_CALL] = "call",
+    [OP_CALL] = "call",             [OP_STOP_PATCH] = "stopCheckPatch",
 };
 
 static int need(size_t have, size_t want) {
@@ -241,14 +241,9 @@ static void hexdump(char *dst, size_t cap, const uint8_t *p, size_t n) {
   if (n > 16 && k + 5 < cap) snprintf(dst + k, cap - k, " ...");
 }
 
-static int op_stop_world(const uint8_t *in, size_t inlen, struct out *o) {
-  if (need(inlen, sizeof(struct wire_stop)) < 0 || check_usable() < 0) return -1;
-  struct wire_stop q;
-  memcpy(&q, in, sizeof q);
-  if (q.window > (16u << 20)) return fail("BAD_ARGUMENT", 0, "stack window of %llu bytes is over 16 MiB", (unsigned long long)q.window);
-  uint64_t int_ns, wait_ns;
-  if (stop_world(q.timeout_ms ? q.timeout_ms : 2000, true, &int_ns, &wait_ns) < 0) return -1;
-  uint64_t t2 = now_ns();
+/* With the world just stopped: every thread's registers (a thread killed while
+ * stopped is marked dead). */
+static int read_all_regs(void) {
   for (int i = 0; i < thread_count(); i++) {
     struct thread *t = thread_at(i);
     if (t->dead) continue;
@@ -261,17 +256,23 @@ static int op_stop_world(const uint8_t *in, size_t inlen, struct out *o) {
     }
   }
   threads_compact();
+  return 0;
+}
+
+/* OP_STOP_WORLD's reply for the stopped world: registers and `window` bytes of
+ * stack per thread. t2: when reading them began. */
+static int put_world(struct out *o, uint64_t window, uint64_t int_ns, uint64_t wait_ns, uint64_t t2) {
   uint32_t n = (uint32_t)thread_count();
-  struct wire_stopped h = {n, 0, q.window, int_ns, wait_ns, 0, 0};
+  struct wire_stopped h = {n, 0, window, int_ns, wait_ns, 0, 0};
   size_t hoff = o->len;
   if (out_put(o, &h, sizeof h) < 0) return -1;
   size_t roff = o->len;
   if (!out_grow(o, (size_t)n * sizeof(struct wire_thread_state))) return fail("OUT_OF_MEMORY", 0, "out of memory");
   size_t soff = o->len;
-  if (!out_grow(o, (size_t)n * q.window)) return fail("OUT_OF_MEMORY", 0, "out of memory for %u stack windows", n);
+  if (!out_grow(o, (size_t)n * window)) return fail("OUT_OF_MEMORY", 0, "out of memory for %u stack windows", n);
   uint32_t *lens = calloc(n ? n : 1, sizeof *lens);
   if (!lens) return fail("OUT_OF_MEMORY", 0, "out of memory");
-  if (q.window && read_stacks(q.window, o->p + soff, lens) < 0) {
+  if (window && read_stacks(window, o->p + soff, lens) < 0) {
     free(lens);
     return -1;
   }
@@ -294,71 +295,158 @@ static int op_stop_world(const uint8_t *in, size_t inlen, struct out *o) {
   return 0;
 }
 
-static int op_patch_resume(const uint8_t *in, size_t inlen, struct out *o) {
-  if (need(inlen, sizeof(struct wire_patches)) < 0 || check_usable() < 0) return -1;
-  if (!S.world_stopped) return fail("NOT_STOPPED", 0, "patching needs the world stopped (stopWorld first)");
-  struct wire_patches ph;
-  memcpy(&ph, in, sizeof ph);
-  size_t off = sizeof ph;
-  if (ph.n > (1u << 20)) return fail("BAD_REQUEST", 0, "%u patches", ph.n);
-  if (need(inlen, off + (size_t)ph.n * sizeof(struct wire_patch)) < 0) return -1;
-  const struct wire_patch *p = (const struct wire_patch *)(in + off);
-  off += (size_t)ph.n * sizeof *p;
-  const uint8_t **expect = calloc(ph.n ? ph.n : 1, sizeof *expect);
-  const uint8_t **bytes = calloc(ph.n ? ph.n : 1, sizeof *bytes);
-  uint8_t *cur = NULL;
-  int rc = -1;
-  if (!expect || !bytes) {
-    fail("OUT_OF_MEMORY", 0, "out of memory");
-    goto out;
+static int op_stop_world(const uint8_t *in, size_t inlen, struct out *o) {
+  if (need(inlen, sizeof(struct wire_stop)) < 0 || check_usable() < 0) return -1;
+  struct wire_stop q;
+  memcpy(&q, in, sizeof q);
+  if (q.window > (16u << 20)) return fail("BAD_ARGUMENT", 0, "stack window of %llu bytes is over 16 MiB", (unsigned long long)q.window);
+  uint64_t int_ns, wait_ns;
+  if (stop_world(q.timeout_ms ? q.timeout_ms : 2000, true, &int_ns, &wait_ns) < 0) return -1;
+  uint64_t t2 = now_ns();
+  if (read_all_regs() < 0) return -1;
+  return put_world(o, q.window, int_ns, wait_ns, t2);
+}
+
+/* The patches of a request (OP_PATCH_RESUME's layout from `in + off`): n records,
+ * then expect and bytes of each. Pointers into `in`. */
+struct patch_set {
+  uint32_t n;
+  const struct wire_patch *p;
+  const uint8_t **expect, **bytes;
+  size_t maxlen;
+};
+
+static void patch_set_free(struct patch_set *ps) {
+  free(ps->expect);
+  free(ps->bytes);
+  ps->expect = ps->bytes = NULL;
+}
+
+static int parse_patches(const uint8_t *in, size_t inlen, size_t off, uint32_t n, struct patch_set *ps) {
+  memset(ps, 0, sizeof *ps);
+  if (n > (1u << 20)) return fail("BAD_REQUEST", 0, "%u patches", n);
+  if (need(inlen, off + (size_t)n * sizeof(struct wire_patch)) < 0) return -1;
+  ps->n = n;
+  ps->p = (const struct wire_patch *)(in + off);
+  off += (size_t)n * sizeof(struct wire_patch);
+  ps->expect = calloc(n ? n : 1, sizeof *ps->expect);
+  ps->bytes = calloc(n ? n : 1, sizeof *ps->bytes);
+  if (!ps->expect || !ps->bytes) {
+    patch_set_free(ps);
+    return fail("OUT_OF_MEMORY", 0, "out of memory");
   }
-  size_t maxlen = 0;
-  for (uint32_t i = 0; i < ph.n; i++) {
-    if (need(inlen, off + 2 * (size_t)p[i].len) < 0) goto out;
-    expect[i] = in + off;
-    bytes[i] = in + off + p[i].len;
-    off += 2 * (size_t)p[i].len;
-    if (p[i].len > maxlen) maxlen = p[i].len;
+  for (uint32_t i = 0; i < n; i++) {
+    if (need(inlen, off + 2 * (size_t)ps->p[i].len) < 0) {
+      patch_set_free(ps);
+      return -1;
+    }
+    ps->expect[i] = in + off;
+    ps->bytes[i] = in + off + ps->p[i].len;
+    off += 2 * (size_t)ps->p[i].len;
+    if (ps->p[i].len > ps->maxlen) ps->maxlen = ps->p[i].len;
   }
+  return 0;
+}
+
+/* With the world stopped: checks every site, writes every patch (all or none),
+ * commits, resumes; replies wire_resumed. On failure the world stays stopped. */
+static int patch_resume(const struct patch_set *ps, uint32_t flags, struct out *o) {
+  const struct wire_patch *p = ps->p;
   uint64_t t0 = now_ns();
-  cur = malloc(maxlen ? maxlen : 1);
-  if (!cur) {
-    fail("OUT_OF_MEMORY", 0, "out of memory");
-    goto out;
-  }
+  uint8_t *cur = malloc(ps->maxlen ? ps->maxlen : 1);
+  if (!cur) return fail("OUT_OF_MEMORY", 0, "out of memory");
+  int rc = -1;
   /* every site is checked before anything is written */
-  for (uint32_t i = 0; i < ph.n; i++) {
+  for (uint32_t i = 0; i < ps->n; i++) {
     if (read_text(p[i].addr, cur, p[i].len) < 0) goto out;
-    if (memcmp(cur, expect[i], p[i].len) != 0) {
+    if (memcmp(cur, ps->expect[i], p[i].len) != 0) {
       char have[80], want[80];
       hexdump(have, sizeof have, cur, p[i].len);
-      hexdump(want, sizeof want, expect[i], p[i].len);
+      hexdump(want, sizeof want, ps->expect[i], p[i].len);
       fail("SITE_MISMATCH", 0, "patch %u at 0x%llx: the site holds [%s], expected [%s]; nothing written", i,
            (unsigned long long)p[i].addr, have, want);
       goto out;
     }
   }
   uint64_t t1 = now_ns();
-  for (uint32_t i = 0; i < ph.n; i++) {
-    if (write_text(p[i].addr, bytes[i], p[i].len) < 0) {
+  for (uint32_t i = 0; i < ps->n; i++) {
+    if (write_text(p[i].addr, ps->bytes[i], p[i].len) < 0) {
       struct wire_error saved;
       char msg[1024];
       save_error(&saved, msg, sizeof msg);
-      for (uint32_t k = 0; k <= i; k++) write_text(p[k].addr, expect[k], p[k].len);
+      for (uint32_t k = 0; k <= i; k++) write_text(p[k].addr, ps->expect[k], p[k].len);
       restore_error(&saved, msg);
       goto out;
     }
   }
   uint64_t t2 = now_ns();
-  if (txn_active() || (ph.flags & PATCH_COMMIT)) txn_commit();
+  if (txn_active() || (flags & PATCH_COMMIT)) txn_commit();
   resume_all();
   uint64_t t3 = now_ns();
   struct wire_resumed r = {t3 - S.pause_start, t1 - t0, t2 - t1, t3 - t2};
   rc = out_put(o, &r, sizeof r);
 out:
-  free(expect);
-  free(bytes);
   free(cur);
+  return rc;
+}
+
+static int op_patch_resume(const uint8_t *in, size_t inlen, struct out *o) {
+  if (need(inlen, sizeof(struct wire_patches)) < 0 || check_usable() < 0) return -1;
+  if (!S.world_stopped) return fail("NOT_STOPPED", 0, "patching needs the world stopped (stopWorld first)");
+  struct wire_patches ph;
+  memcpy(&ph, in, sizeof ph);
+  struct patch_set ps;
+  if (parse_patches(in, inlen, sizeof ph, ph.n, &ps) < 0) return -1;
+  int rc = patch_resume(&ps, ph.flags, o);
+  patch_set_free(&ps);
+  return rc;
+}
+
+static int op_stop_patch(const uint8_t *in, size_t inlen, struct out *o) {
+  if (need(inlen, sizeof(struct wire_stop_patch)) < 0 || check_usable() < 0) return -1;
+  struct wire_stop_patch q;
+  memcpy(&q, in, sizeof q);
+  if (q.window > (16u << 20)) return fail("BAD_ARGUMENT", 0, "stack window of %llu bytes is over 16 MiB", (unsigned long long)q.window);
+  if (q.nspans > (1u << 20)) return fail("BAD_REQUEST", 0, "%u spans", q.nspans);
+  size_t off = sizeof q;
+  if (need(inlen, off + (size_t)q.nspans * sizeof(struct wire_span)) < 0) return -1;
+  struct wire_span *spans = malloc((size_t)(q.nspans ? q.nspans : 1) * sizeof *spans);
+  if (!spans) return fail("OUT_OF_MEMORY", 0, "out of memory");
+  memcpy(spans, in + off, (size_t)q.nspans * sizeof *spans);
+  off += (size_t)q.nspans * sizeof *spans;
+  for (uint32_t i = 0; i < q.nspans; i++) {
+    if (spans[i].lo > spans[i].hi || (i > 0 && spans[i].lo <= spans[i - 1].hi)) {
+      free(spans);
+      return fail("BAD_ARGUMENT", 0, "span %u [0x%llx, 0x%llx] is empty, unsorted or overlaps the one before", i,
+                  (unsigned long long)spans[i].lo, (unsigned long long)spans[i].hi);
+    }
+  }
+  struct patch_set ps;
+  if (parse_patches(in, inlen, off, q.npatches, &ps) < 0) {
+    free(spans);
+    return -1;
+  }
+  int rc = -1;
+  /* before the stop: opening /proc/PID/maps and sizing the copy are not part of the pause */
+  uint64_t expect = (uint64_t)thread_count() * 8192;
+  proof_open(expect < q.max_scan ? expect : q.max_scan);
+  uint64_t int_ns, wait_ns;
+  if (stop_world(q.timeout_ms ? q.timeout_ms : 2000, true, &int_ns, &wait_ns) < 0) goto out;
+  uint64_t t2 = now_ns();
+  if (read_all_regs() < 0) goto out;
+  struct wire_proof pr;
+  stack_proof(spans, q.nspans, q.max_scan, &pr);
+  pr.held = !pr.proven || (q.flags & STOP_PATCH_HOLD);
+  if (out_put(o, &pr, sizeof pr) < 0) goto out;
+  if (!pr.held) {
+    rc = patch_resume(&ps, q.flags, o);
+  } else {
+    rc = put_world(o, q.window, int_ns, wait_ns, t2);
+  }
+out:
+  proof_close();
+  patch_set_free(&ps);
+  free(spans);
   return rc;
 }
 
@@ -506,6 +594,8 @@ static int dispatch(uint32_t op, const uint8_t *in, size_t inlen, struct out *o)
     return op_patch_resume(in, inlen, o);
   case OP_CALL:
     return op_call(in, inlen, o);
+  case OP_STOP_PATCH:
+    return op_stop_patch(in, inlen, o);
   case OP_GET_REGS:
   case OP_DEBUG_REGS: {
     if (need(inlen, sizeof(struct wire_tid)) < 0 || check_usable() < 0) return -1;

@@ -112,6 +112,7 @@ int get_regs(struct thread *t);
 int set_regs(struct thread *t, const struct user_regs_struct *r);
 int read_stacks(uint64_t window, uint8_t *out, uint32_t *lens);
 int read_ranges(const struct wire_range *r, uint32_t n, uint8_t *out, uint64_t *got);
+int read_ranges_plain(const struct wire_range *r, uint32_t n, uint8_t *out, uint64_t *got);
 int read_text(uint64_t addr, void *buf, size_t len);
 int write_data(uint64_t addr, const void *buf, size_t len);
 int write_text(uint64_t addr, const void *buf, size_t len);
@@ -125,6 +126,14 @@ int wait_return(struct thread *t, uint64_t addr, uint64_t sp, uint32_t timeout_m
 int debug_regs(struct thread *t, uint64_t dr[8]);
 struct thread *any_stopped_thread(void);
 int check_usable(void);
+
+/* ---- the stack proof of OP_STOP_PATCH (proof.c) ----
+ * proof_open() before the stop (opens /proc/PID/maps, readies a copy of about
+ * expect_bytes of stack), stack_proof() with the world
+ * stopped and registers read, proof_close() after. */
+void proof_open(uint64_t expect_bytes);
+void proof_close(void);
+int stack_proof(const struct wire_span *spans, uint32_t nspans, uint64_t max_scan, struct wire_proof *p);
 
 /* ---- transactions (journal.c) ----
  * Between OP_BEGIN and OP_COMMIT every change to the target is journaled; a

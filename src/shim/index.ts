@@ -19,6 +19,7 @@ import { nodeCore } from "../node/core-file.js";
 import { loadNative, tracerPath } from "./load.js";
 import type {
   NativeError,
+  NativeProof,
   NativeResumed,
   NativeShim,
   NativeStopped,
@@ -93,6 +94,42 @@ export interface World {
 }
 
 export type Resumed = NativeResumed;
+
+/** A closed interval [lo, hi] of addresses. */
+export interface Span {
+  lo: bigint;
+  hi: bigint;
+}
+
+/** Why stopCheckPatch could not prove a stop safe (shim/proto.h PROOF_*). */
+export const PROOF_REASONS: Record<number, string> = {
+  1: "a thread's pc is in a span",
+  2: "a stack word is in a span",
+  3: "a stack pointer is in no writable mapping",
+  4: "the stacks are larger than the scan limit",
+  5: "stack memory could not be read",
+  6: "a stack pointer is not 8-byte aligned",
+  7: "the mappings could not be read",
+  8: "a thread's registers are unknown",
+  9: "the tracer ran out of memory",
+  10: "a thread runs on memory other than its own stack (a signal or coroutine stack)",
+};
+
+export type StopCheckResult =
+  | { proven: true; resumed: Resumed; scanNs: number; scanned: number }
+  | {
+      proven: false;
+      /** PROOF_REASONS' text, with the thread and address */
+      why: string;
+      reason: number;
+      tid: number;
+      addr: bigint;
+      where: bigint;
+      scanNs: number;
+      scanned: number;
+      /** the world, held stopped, as stopWorld returns it */
+      world: World;
+    };
 
 export interface Patch {
   addr: bigint;
@@ -179,6 +216,70 @@ function describeAction(ret: number, action: number): string {
   }
 }
 
+/** The stopped world of a native reply, with a ThreadState per thread. */
+function worldOf(raw: NativeStopped): World {
+  const threads: ThreadState[] = [];
+  for (let i = 0; i < raw.tids.length; i++) {
+    const base = i * NREGS;
+    let regs: Regs | undefined;
+    threads.push({
+      tid: raw.tids[i],
+      flags: raw.flags[i],
+      pendingSignal: raw.pendingSig[i],
+      pc: raw.regs[base + REG.rip],
+      sp: raw.regs[base + REG.rsp],
+      get regs() {
+        return (regs ??= regsAt(raw.regs, i));
+      },
+      stack: raw.stacks.subarray(i * raw.window, i * raw.window + raw.stackLen[i]),
+    });
+  }
+  return {
+    threads,
+    window: raw.window,
+    interruptNs: raw.interruptNs,
+    waitNs: raw.waitNs,
+    readNs: raw.readNs,
+    totalNs: raw.totalNs,
+    raw,
+  };
+}
+
+/**
+ * Stack bytes the tracer's scan reads at most per stop, all threads together, before it
+ * leaves the decision to the precise check: parked threads use a few KiB each (the
+ * main thread's [stack] also holds the environment and auxv), so 1 MiB covers 100
+ * threads of a server; reading it costs about as much as the trip it saves.
+ */
+export const DEFAULT_MAX_SCAN = 1 << 20;
+
+function unproven(r: NativeProof): { proven: false; why: string; reason: number; tid: number; addr: bigint; where: bigint; scanNs: number; scanned: number } {
+  const at = r.reason === 2 ? ` (0x${r.addr.toString(16)} at 0x${r.where.toString(16)})` : r.addr ? ` (0x${r.addr.toString(16)})` : "";
+  return {
+    proven: false,
+    why: `${PROOF_REASONS[r.reason] ?? `reason ${r.reason}`}${r.tid ? `: tid ${r.tid}` : ""}${at}`,
+    reason: r.reason,
+    tid: r.tid,
+    addr: r.addr,
+    where: r.where,
+    scanNs: r.scanNs,
+    scanned: r.scanned,
+  };
+}
+
+/** Spans sorted and merged (overlapping or adjacent), as the tracer takes them. */
+export function mergeSpans(spans: Span[]): Span[] {
+  const out: Span[] = [];
+  for (const s of [...spans].filter((x) => x.lo <= x.hi).sort((x, y) => (x.lo < y.lo ? -1 : x.lo > y.lo ? 1 : 0))) {
+    const last = out[out.length - 1];
+    if (last && s.lo <= last.hi + 1n) {
+      if (s.hi > last.hi) last.hi = s.hi;
+    } else out.push({ lo: s.lo, hi: s.hi });
+  }
+  return out;
+}
+
+
 export class Tracer {
   private chain: Promise<unknown> = Promise.resolve();
   private seccompCache = new Map<number, SeccompState>();
@@ -250,32 +351,48 @@ export class Tracer {
    * their registers and `window` bytes of stack from each rsp. The pause starts here.
    */
   async stopWorld(opts: { window?: number; timeoutMs?: number } = {}): Promise<World> {
-    const raw = await this.run(() => this.native.stopWorld(opts.window ?? 0, opts.timeoutMs ?? 2000));
-    const threads: ThreadState[] = [];
-    for (let i = 0; i < raw.tids.length; i++) {
-      const base = i * NREGS;
-      let regs: Regs | undefined;
-      threads.push({
-        tid: raw.tids[i],
-        flags: raw.flags[i],
-        pendingSignal: raw.pendingSig[i],
-        pc: raw.regs[base + REG.rip],
-        sp: raw.regs[base + REG.rsp],
-        get regs() {
-          return (regs ??= regsAt(raw.regs, i));
-        },
-        stack: raw.stacks.subarray(i * raw.window, i * raw.window + raw.stackLen[i]),
-      });
-    }
-    return {
-      threads,
-      window: raw.window,
-      interruptNs: raw.interruptNs,
-      waitNs: raw.waitNs,
-      readNs: raw.readNs,
-      totalNs: raw.totalNs,
-      raw,
-    };
+    return worldOf(await this.run(() => this.native.stopWorld(opts.window ?? 0, opts.timeoutMs ?? 2000)));
+  }
+
+  /**
+   * Stops every thread and, in the same request, proves the stop safe if it can: no
+   * thread's pc + 1 and no aligned word of any thread's live stack (rsp to the end of
+   * its writable mapping) in any of `spans` (closed intervals of return addresses). Proven: writes `patches` as
+   * patchAndResume does and resumes, so the pause never waits for JavaScript. Not
+   * proven (a word in a span, a stack it cannot see whole, more than `maxScan` bytes):
+   * the world stays stopped and is returned as stopWorld returns it, with `window`
+   * bytes of stack per thread, for a precise check. shim/proof.c says why this is sound.
+   */
+  async stopCheckPatch(
+    spans: Span[],
+    patches: Patch[],
+    opts: { window?: number; timeoutMs?: number; maxScan?: number; commit?: boolean } = {},
+  ): Promise<StopCheckResult> {
+    const r = await this.prove(spans, patches, opts, false);
+    if (r.proven) return { proven: true, resumed: r.resumed!, scanNs: r.scanNs, scanned: r.scanned };
+    return { ...unproven(r), world: worldOf(r.world!) };
+  }
+
+  /**
+   * The same stop and scan, nothing written: the world is held stopped either way
+   * (what the scan concluded, and the world to check it against).
+   */
+  async stopAndProve(spans: Span[], opts: { window?: number; timeoutMs?: number; maxScan?: number } = {}): Promise<{ proven: boolean; why?: string; reason: number; tid: number; addr: bigint; where: bigint; scanNs: number; scanned: number; world: World }> {
+    const r = await this.prove(spans, [], opts, true);
+    const world = worldOf(r.world!);
+    return r.proven ? { proven: true, reason: 0, tid: 0, addr: 0n, where: 0n, scanNs: r.scanNs, scanned: r.scanned, world } : { ...unproven(r), world };
+  }
+
+  private prove(spans: Span[], patches: Patch[], opts: { window?: number; timeoutMs?: number; maxScan?: number; commit?: boolean }, hold: boolean): Promise<NativeProof> {
+    const sorted = mergeSpans(spans);
+    const packed = new BigUint64Array(sorted.length * 2);
+    sorted.forEach((s, i) => {
+      packed[2 * i] = s.lo;
+      packed[2 * i + 1] = s.hi;
+    });
+    return this.run(() =>
+      this.native.stopCheckPatch(opts.window ?? 0, opts.timeoutMs ?? 2000, opts.maxScan ?? DEFAULT_MAX_SCAN, packed, patches, opts.commit ?? true, hold),
+    );
   }
 
   /** Resumes every thread; reports the pause (first interrupt to last resume). */

@@ -120,6 +120,21 @@ export interface NativeWaited {
   rsp: bigint;
 }
 
+export interface NativeProof {
+  proven: boolean;
+  /** PROOF_* of shim/proto.h when not proven */
+  reason: number;
+  tid: number;
+  addr: bigint;
+  where: bigint;
+  scanNs: number;
+  scanned: number;
+  /** patched and resumed (proven, not held) */
+  resumed?: NativeResumed;
+  /** the world, held stopped (not proven, or held) */
+  world?: NativeStopped;
+}
+
 export declare class Tracer {
   private constructor();
   /** pid of the tracer process */
@@ -131,6 +146,8 @@ export declare class Tracer {
   stopWorld(window: number, timeoutMs: number): Promise<NativeStopped>;
   resumeAll(): Promise<NativeResumed>;
   patchAndResume(patches: NativePatch[], commit: boolean): Promise<NativeResumed>;
+  /** spans: lo, hi pairs (closed intervals, sorted, disjoint) */
+  stopCheckPatch(window: number, timeoutMs: number, maxScan: number, spans: BigUint64Array, patches: NativePatch[], commit: boolean, hold: boolean): Promise<NativeProof>;
   getRegs(tid: number): Promise<BigUint64Array>;
   setRegs(tid: number, regs: BigUint64Array): Promise<void>;
   /** ranges: (address, length) pairs */
