@@ -7,7 +7,7 @@
 // must give as the place to wait. Every process is stopped with the shim's Tracer,
 // resumed, detached and killed in a finally.
 import { spawn, type ChildProcess } from "node:child_process";
-import { closeSync, openSync, readFileSync, writeSync } from "node:fs";
+import { closeSync, openSync, readFileSync, readSync, writeSync } from "node:fs";
 import { afterAll, describe, expect, it } from "vitest";
 import { nodeCore } from "../src/node/core-file.js";
 import { parseMaps } from "../src/apply/maps.js";
@@ -15,7 +15,7 @@ import { ProcessUnwind, SAFETY_STACK_WINDOW, waitTarget, type SafetyVerdict } fr
 import type { Range } from "../src/apply/contract.js";
 import type { RegionHeader } from "../src/apply/region.js";
 import type { FoundRegion } from "../src/apply/status.js";
-import { Tracer } from "../src/shim/index.js";
+import { Tracer, type Span } from "../src/shim/index.js";
 import { Scratch, run } from "./helpers/gcc.js";
 import { synthEhFrame } from "./helpers/stack.js";
 
@@ -713,6 +713,145 @@ describe("ProcessUnwind on a stopped process", () => {
       } finally {
         pu.close();
       }
+    } finally {
+      await done(fx);
+    }
+  });
+});
+
+/**
+ * The tracer's scan (Tracer.stopAndProve: the same stop and scan as stopCheckPatch, the
+ * world held) and the precise check on the very same stopped world.
+ */
+async function proveFixture(fx: Fixture, forbidden: Range[], windows: Range[], maxScan?: number, spans?: Span[]) {
+  const maps = parseMaps(readFileSync(`/proc/${fx.pid}/maps`, "utf8"), "maps");
+  const pu = ProcessUnwind.prepare(core, { pid: fx.pid, maps });
+  const tracer = Tracer.open({ core });
+  try {
+    await tracer.attach(fx.pid);
+    const r = await tracer.stopAndProve(spans ?? pu.proofSpans(forbidden, windows), { window: SAFETY_STACK_WINDOW, maxScan });
+    try {
+      const v = await pu.check(tracer, r.world, forbidden, windows);
+      // whatever the scan said, it never proves a stop the check refuses
+      if (r.proven) expect(v.blockers).toEqual([]);
+      return { r, v, sigRanges: pu.sigRanges };
+    } finally {
+      await tracer.resumeAll();
+    }
+  } finally {
+    pu.close();
+    await tracer.detach().catch(() => undefined);
+    await tracer.close();
+  }
+}
+
+const PROOF = { pc: 1, word: 2, tooMuch: 4, unreadable: 5, offStack: 10 } as const;
+
+function readMem(pid: number, addr: bigint, len: number): Uint8Array {
+  const fd = openSync(`/proc/${pid}/mem`, "r");
+  try {
+    const b = new Uint8Array(len);
+    readSync(fd, b, 0, len, Number(addr));
+    return b;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+describe("the tracer's scan inside the stop: proves only stops the precise check clears", () => {
+  it("threads parked inside f: a return address into f on a stack, not proven", async () => {
+    const fx = await fixture(["f:0:sleep", "f:3:read", "other:0:sleep"]);
+    try {
+      const f = fx.range("f");
+      const { r, v, sigRanges } = await proveFixture(fx, [f], []);
+      expect(v.safe).toBe(false);
+      expect(r.proven).toBe(false);
+      expect(r.reason).toBe(PROOF.word);
+      // a return address into f, or (the fixture's main thread holds its restorer's
+      // address in a local) a word that looks like a signal frame's
+      const inF = r.addr > f.lo && r.addr <= f.hi;
+      expect(inF || sigRanges.some((s) => r.addr >= s.lo && r.addr <= s.hi)).toBe(true);
+      if (inF) expect(fx.threads.filter((t) => t.mode === "f").map((t) => t.tid)).toContain(r.tid);
+      // the word is on that thread's stack, above its stack pointer
+      const sp = r.world.threads.find((t) => t.tid === r.tid)!.sp;
+      expect(r.where >= sp).toBe(true);
+      expect(r.why).toMatch(new RegExp(`a stack word is in a span: tid ${r.tid} \\(${hex(r.addr)} at ${hex(r.where)}\\)`));
+      // f not forbidden: the check clears the stop; the scan still does not prove it, held
+      // only by the main thread's local copy of its restorer's address (a sigreturn
+      // trampoline word: a signal frame, as far as a scan can tell)
+      const other = await proveFixture(fx, [fx.range("spin_entry")], [{ lo: f.lo, hi: f.lo + 5n, name: "f" }]);
+      expect(other.r.proven).toBe(false);
+      expect(other.r.tid).toBe(fx.pid);
+      expect(other.sigRanges.some((s) => other.r.addr >= s.lo && other.r.addr <= s.hi)).toBe(true);
+      expect(other.r.scanned).toBeGreaterThan(0);
+      expect(other.v.safe).toBe(true);
+    } finally {
+      await done(fx);
+    }
+  });
+
+  it("a thread spinning in f: its pc (or a return address) in f, not proven", async () => {
+    const fx = await fixture(["spin:0", "spin:4", "other:0:futex"]);
+    try {
+      const { r, v } = await proveFixture(fx, [fx.range("f")], []);
+      expect(v.safe).toBe(false);
+      expect(r.proven).toBe(false);
+      expect([PROOF.pc, PROOF.word]).toContain(r.reason);
+    } finally {
+      await done(fx);
+    }
+  });
+
+  it("signal handlers that interrupted f (on a sigaltstack, without CFI, with a restorer without CFI): never proven", async () => {
+    for (const jobs of [["signal:2", "other:0:sleep"], ["sigjit:2", "other:0:sleep"], ["rt:1", "other:0:sleep"], ["sigleaf:1", "other:0:sleep"]]) {
+      const fx = await fixture(jobs);
+      try {
+        const { r, v } = await proveFixture(fx, [fx.range("f")], []);
+        expect(v.safe, jobs[0]).toBe(false);
+        expect(r.proven, jobs[0]).toBe(false);
+      } finally {
+        await done(fx);
+      }
+    }
+  });
+
+  it("a signal frame on a sigaltstack, nothing forbidden in it: not proven (the stack it interrupted may be elsewhere), the check clears it", async () => {
+    const fx = await fixture(["signal:2", "other:0:sleep"]);
+    try {
+      const { r, v, sigRanges } = await proveFixture(fx, [fx.range("spin_entry")], []);
+      expect(v.safe).toBe(true);
+      expect(r.proven).toBe(false);
+      // the thread runs on its alternate stack (mapped below its own: the span up to its
+      // thread pointer crosses the guard page) and holds a signal frame there; the main
+      // thread holds its restorer's address: whichever the scan meets first
+      expect([PROOF.word, PROOF.unreadable, PROOF.offStack]).toContain(r.reason);
+      const tid = fx.threads.find((t) => t.mode === "signal")!.tid;
+      if (r.reason !== PROOF.word) expect(r.tid).toBe(tid);
+      // the alternate stack holds the signal frame's return address, a sigreturn trampoline
+      const sp = r.world.threads.find((t) => t.tid === tid)!.sp;
+      const alt = parseMaps(readFileSync(`/proc/${fx.pid}/maps`, "utf8"), "maps").find((m) => sp >= m.start && sp < m.end)!;
+      const words = new BigUint64Array(readMem(fx.pid, sp, Number(alt.end - sp)).buffer);
+      expect([...words].some((w) => sigRanges.some((s) => w >= s.lo && w <= s.hi))).toBe(true);
+      // without the trampolines among the spans (a restorer patchc would not know): still
+      // not proven, by where the thread runs
+      const spin = fx.range("spin_entry");
+      const blind = await proveFixture(fx, [spin], [], undefined, [{ lo: spin.lo + 1n, hi: spin.hi }]);
+      expect(blind.r.proven).toBe(false);
+      expect([PROOF.unreadable, PROOF.offStack]).toContain(blind.r.reason);
+      expect(blind.r.tid).toBe(tid);
+    } finally {
+      await done(fx);
+    }
+  });
+
+  it("stacks larger than the scan limit: not proven, and says so", async () => {
+    const fx = await fixture(["other:0:sleep"]);
+    try {
+      const { r, v } = await proveFixture(fx, [fx.range("f")], [], 256);
+      expect(v.safe).toBe(true);
+      expect(r.proven).toBe(false);
+      expect(r.reason).toBe(PROOF.tooMuch);
+      expect(r.why).toMatch(/^the stacks are larger than the scan limit: tid \d+/);
     } finally {
       await done(fx);
     }

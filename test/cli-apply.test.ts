@@ -48,6 +48,7 @@ const REPORT: ApplyReport = {
   pauseTotalNs: 123_456,
   attempts: 1,
   waitedNs: 0,
+  provenBy: "scan",
   totalNs: 12_345_678,
 };
 

@@ -1,6 +1,10 @@
 // Where the pause goes: the bench wraps (in its own bundle, nothing changed in src/) the
-// three steps of the successful stop of an apply and splits ApplyReport.pauseNs into
-//   stop       Tracer.stopWorld, in the tracer: first PTRACE_INTERRUPT to its reply
+// steps of the successful stop of an apply and splits ApplyReport.pauseNs into
+//   stop       Tracer.stopCheckPatch (or stopWorld), in the tracer: first PTRACE_INTERRUPT
+//              to its reply, or to the scan when the scan proved the stop
+//   scan       the tracer's word scan of every stack (shim/proof.c), inside the stop
+//   proven     1 when the scan proved the stop (patched and resumed in the same request:
+//              no check, no transit), 0 when the precise check decided
 //   check      ProcessUnwind.check as JavaScript sees it (its stack reads through the tracer included)
 //   other JS   the rest of the JavaScript between stopWorld's reply and the patchAndResume request
 //   patch      Tracer.patchAndResume, in the tracer: site check, write, resume of every thread
@@ -12,6 +16,10 @@ import { Tracer, type World } from "../../src/shim/index.js";
 
 export interface PauseSplit {
   stop: number;
+  scan: number;
+  /** bytes of stack the scan read */
+  scanned: number;
+  proven: number;
   /** of which reading registers and stack windows */
   stopRead: number;
   check: number;
@@ -25,6 +33,8 @@ export interface PauseSplit {
 
 interface Open {
   stopNs: number;
+  scanNs: number;
+  scanned: number;
   readNs: number;
   stoppedAt: number;
   checkNs: number;
@@ -40,8 +50,24 @@ let last: PauseSplit | undefined;
 const stopWorld = Tracer.prototype.stopWorld;
 Tracer.prototype.stopWorld = async function (this: Tracer, ...args: Parameters<Tracer["stopWorld"]>): Promise<World> {
   const w = await stopWorld.apply(this, args);
-  if (recording) open = { stopNs: w.totalNs, readNs: w.readNs, stoppedAt: now(), checkNs: 0, reads: 0, inCheck: false };
+  if (recording) open = { stopNs: w.totalNs, scanNs: 0, scanned: 0, readNs: w.readNs, stoppedAt: now(), checkNs: 0, reads: 0, inCheck: false };
   return w;
+};
+
+const stopCheckPatch = Tracer.prototype.stopCheckPatch;
+Tracer.prototype.stopCheckPatch = async function (this: Tracer, ...args: Parameters<Tracer["stopCheckPatch"]>) {
+  const r = await stopCheckPatch.apply(this, args);
+  if (!recording) return r;
+  if (r.proven) {
+    const x = r.resumed;
+    const patch = x.checkNs + x.writeNs + x.resumeNs;
+    last = { stop: x.pauseNs - patch - r.scanNs, scan: r.scanNs, scanned: r.scanned, proven: 1, stopRead: 0, check: 0, otherJs: 0, patch, transit: 0, pause: x.pauseNs, reads: 0 };
+    open = undefined;
+  } else {
+    const w = r.world;
+    open = { stopNs: w.totalNs - r.scanNs, scanNs: r.scanNs, scanned: r.scanned, readNs: w.readNs - r.scanNs, stoppedAt: now(), checkNs: 0, reads: 0, inCheck: false };
+  }
+  return r;
 };
 
 const readMemory = Tracer.prototype.readMemory;
@@ -73,7 +99,7 @@ Tracer.prototype.patchAndResume = async function (this: Tracer, ...args: Paramet
   if (recording && o) {
     const js = calledAt - o.stoppedAt;
     const patch = r.checkNs + r.writeNs + r.resumeNs;
-    last = { stop: o.stopNs, stopRead: o.readNs, check: o.checkNs, otherJs: js - o.checkNs, patch, transit: r.pauseNs - o.stopNs - js - patch, pause: r.pauseNs, reads: o.reads };
+    last = { stop: o.stopNs, scan: o.scanNs, scanned: o.scanned, proven: 0, stopRead: o.readNs, check: o.checkNs, otherJs: js - o.checkNs, patch, transit: r.pauseNs - o.stopNs - o.scanNs - js - patch, pause: r.pauseNs, reads: o.reads };
   }
   open = undefined;
   return r;
@@ -120,7 +146,7 @@ function wrap<T extends object>(obj: T, name: string, label: string | ((args: un
 
 wrap(Tracer, "open", "Tracer.open (start the tracer process)");
 // leaves only (read() calls readMemory(), mmap() and the others call syscall())
-for (const m of ["attach", "detach", "begin", "commit", "writeText", "writeData", "readMemory", "call", "syscallSite", "stopWorld", "patchAndResume", "resumeAll", "waitReturn", "close"])
+for (const m of ["attach", "detach", "begin", "commit", "writeText", "writeData", "readMemory", "call", "syscallSite", "stopWorld", "stopCheckPatch", "patchAndResume", "resumeAll", "waitReturn", "close"])
   if (typeof (Tracer.prototype as unknown as Record<string, unknown>)[m] === "function") wrap(Tracer.prototype, m, `tracer ${m}`);
 const SYSCALLS: Record<number, string> = { 3: "close", 9: "mmap", 10: "mprotect", 11: "munmap", 77: "ftruncate", 319: "memfd_create" };
 wrap(Tracer.prototype, "syscall", (a) => `tracer remote ${SYSCALLS[Number(a[1])] ?? "syscall " + String(a[1])}`);

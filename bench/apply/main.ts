@@ -439,13 +439,14 @@ for (const r of rows) {
   }
 }
 console.log("\n#### where the pause goes (the successful stop of each apply, medians per step)\n");
-console.log(`| threads | functions | pause patchc reports | stop (tracer) | of which reading registers and ${SAFETY_STACK_WINDOW / 1024} KiB stack windows | safety check (JavaScript, stack reads included) | other JavaScript | patch + resume (tracer) | transit to JavaScript and back | stack reads in the check | the shim's stop + resume alone, with the windows (tracer) |`);
-console.log("|---|---|---|---|---|---|---|---|---|---|---|");
+console.log(`| threads | functions | pause patchc reports | proven by the tracer's scan | stop (tracer) | scan of the stacks (tracer): time, bytes | of which reading registers and ${SAFETY_STACK_WINDOW / 1024} KiB stack windows (not proven) | safety check (JavaScript, stack reads included) | other JavaScript | patch + resume (tracer) | transit to JavaScript and back | stack reads in the check | the shim's stop + resume alone, with the windows (tracer) |`);
+console.log("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
 for (const r of rows) {
   for (const f of FUNCS) {
     const sp = cellOf(r, f).splits;
     const m = (k: keyof PauseSplit) => median(sp.map((x) => x[k]));
-    if (sp.length) console.log(`| ${kindName(r.kind, r.threads)} | ${f} | ${fmt(m("pause"))} | ${fmt(m("stop"))} | ${fmt(m("stopRead"))} | ${fmt(m("check"))} | ${fmt(m("otherJs"))} | ${fmt(m("patch"))} | ${fmt(m("transit"))} | ${m("reads")} | ${fmt(median(r.shimWinPause))} |`);
+    const proven = sp.filter((x) => x.proven).length;
+    if (sp.length) console.log(`| ${kindName(r.kind, r.threads)} | ${f} | ${fmt(m("pause"))} | ${proven} of ${sp.length} | ${fmt(m("stop"))} | ${fmt(m("scan"))}, ${(m("scanned") / 1024).toFixed(0)} KiB | ${fmt(m("stopRead"))} | ${fmt(m("check"))} | ${fmt(m("otherJs"))} | ${fmt(m("patch"))} | ${fmt(m("transit"))} | ${m("reads")} | ${fmt(median(r.shimWinPause))} |`);
   }
 }
 console.log("\n#### where the whole apply goes (ApplyOptions.onPhase, medians of the time from one phase to the next)\n");

@@ -139,6 +139,14 @@ export interface ApplyReport {
   attempts: number;
   /** waiting for threads to leave replaced functions */
   waitedNs: number;
+  /**
+   * How the successful stop was shown safe: "scan" by the tracer's word scan of every
+   * stack inside the stop (no stack word in any replaced function: patched without
+   * leaving the tracer), "unwind" by patchc's precise check (the scan saw such a word,
+   * `unprovenBy` says which, and the stack was unwound to see whether it is a frame).
+   */
+  provenBy: "scan" | "unwind";
+  unprovenBy?: string;
   /** the whole operation, patchc's side */
   totalNs: number;
 }

@@ -49,7 +49,7 @@ import { readFileSync, readdirSync } from "node:fs";
 import type { Core } from "../core/instance.js";
 import { ElfReader } from "../core/elf.js";
 import { CfiRegistry, StackScan, type StackSegment } from "../core/stack.js";
-import type { Tracer, World, ThreadState } from "../shim/index.js";
+import type { Span, Tracer, World, ThreadState } from "../shim/index.js";
 import type { Range } from "./contract.js";
 import { parseMaps, type Mapping } from "./maps.js";
 import { listModules, type ProcessModule } from "./modules.js";
@@ -587,6 +587,20 @@ export class ProcessUnwind {
     this.cached?.scan.free();
     this.cached = undefined;
     this.registry.free();
+  }
+
+  /**
+   * What the tracer's own proof (Tracer.stopCheckPatch, shim/proof.c) must find in no
+   * stack word, and no pc + 1, for a stop to be safe without check(): the return
+   * addresses that would make a frame of a forbidden range or an entry window [lo, hi)
+   * (lo < r <= hi: a return address r is a frame at r - 1; a function pointer, lo, is
+   * none), and the sigreturn trampolines whole (a signal frame's return address is the
+   * trampoline's first byte; the stack the signal interrupted may be elsewhere). A word
+   * inside one only means check() decides, precisely.
+   */
+  proofSpans(forbidden: Range[], windows: Range[]): Span[] {
+    const frames = [...forbidden, ...windows].filter((r) => r.hi > r.lo).map((r) => ({ lo: r.lo + 1n, hi: r.hi }));
+    return [...frames, ...this.sigRanges.filter((r) => r.hi > r.lo).map((r) => ({ lo: r.lo, hi: r.hi }))];
   }
 
   /**

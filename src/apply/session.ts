@@ -7,9 +7,14 @@
 //   (CFI of every module), open a tracer transaction, map + fill + protect the region,
 //   read the sites again.
 // then, one stop at a time (the pause):
-//   stop every thread, check (entry windows; with consistency "function" no frame inside
-//   a replaced function), and if safe: verify every site's bytes, write the jumps, commit,
-//   resume, in one tracer request (patchAndResume). If not safe: resume, wait for the
+//   stop every thread and, in the same tracer request (stopCheckPatch), let the tracer
+//   prove it safe by scanning every thread's pc and live stack for any word inside the
+//   replaced functions, the entry windows or a sigreturn trampoline: none, and it
+//   verifies every site's bytes, writes the jumps, commits and resumes without a trip to
+//   patchc (shim/proof.c). Otherwise, with the world still stopped, check precisely
+//   (entry windows; with consistency "function" no frame inside a replaced function,
+//   by unwinding), and if safe: verify, write, commit, resume in one tracer request
+//   (patchAndResume). If not safe: resume, wait for the
 //   blocking thread to return from its outermost frame in the way (a breakpoint on its
 //   return address, inside the tracer) or back off a few ms, and try again until the
 //   timeout; then roll back (region unmapped, not a byte of the target changed) and
@@ -23,7 +28,7 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import type { Core } from "../core/instance.js";
 import type { ReadPackage } from "../format/reader.js";
 import { nodeCore } from "../node/core-file.js";
-import { ShimError, Tracer, type Patch, type World } from "../shim/index.js";
+import { ShimError, Tracer, type Patch, type Resumed, type Span, type World } from "../shim/index.js";
 import type { ApplyOptions, ApplyReport, Range, RevertOptions, RevertReport, StatusPatch } from "./contract.js";
 import { ApplyError, processSubject } from "./errors.js";
 import { appendPerfMap } from "./perf-map.js";
@@ -143,12 +148,29 @@ interface StopLoopResult {
   pauseTotalNs: number;
   attempts: number;
   waitedNs: number;
+  provenBy: "scan" | "unwind";
+  /** why the tracer's scan did not prove the last stop */
+  unprovenBy?: string;
+}
+
+/**
+ * What the stop does when the tracer's own scan proves it safe (Tracer.stopCheckPatch):
+ * `patches` written and the world resumed in the same request, then `done` is told.
+ */
+interface FastPath {
+  spans: Span[];
+  patches: Patch[];
+  /** commit the open transaction with the patches */
+  commit: boolean;
+  done: (r: Resumed) => void;
 }
 
 /**
  * Stops the world until `accept(verdict)` says the check passed, then runs `commit`
  * (which must resume the world), or until the deadline: then resumes and throws BUSY.
- * `mustWait(verdict)` picks the blocker to wait for.
+ * `accept(verdict)` also picks the blocker to wait for. With `fast`, each stop is first
+ * offered to the tracer's scan (no pc and no stack word in `fast.spans`: patched and
+ * resumed without a trip to JavaScript); what it cannot prove goes through the check.
  */
 async function stopLoop(
   t: Tracer,
@@ -160,16 +182,31 @@ async function stopLoop(
   accept: (v: SafetyVerdict) => Blocker | undefined,
   commit: (v: SafetyVerdict, world: World) => Promise<number>,
   action: string,
+  fast?: FastPath,
 ): Promise<StopLoopResult> {
   let attempts = 0;
   let pauseTotalNs = 0;
   let waitedNs = 0;
+  let unprovenBy: string | undefined;
   for (;;) {
     attempts++;
     let world: World;
     try {
       const left = Number(deadline - now()) / 1e6;
-      world = await t.stopWorld({ window: SAFETY_STACK_WINDOW, timeoutMs: Math.ceil(Math.min(2000, Math.max(100, left))) });
+      const timeoutMs = Math.ceil(Math.min(2000, Math.max(100, left)));
+      if (fast) {
+        const r = await t.stopCheckPatch(fast.spans, fast.patches, { window: SAFETY_STACK_WINDOW, timeoutMs, commit: fast.commit });
+        if (r.proven) {
+          fast.done(r.resumed);
+          pauseTotalNs += r.resumed.pauseNs;
+          const verdict: SafetyVerdict = { safe: true, blockers: [], analysisNs: r.scanNs };
+          return { verdict, pauseNs: r.resumed.pauseNs, pauseTotalNs, attempts, waitedNs, provenBy: "scan" };
+        }
+        unprovenBy = r.why;
+        world = r.world;
+      } else {
+        world = await t.stopWorld({ window: SAFETY_STACK_WINDOW, timeoutMs });
+      }
     } catch (e) {
       // A thread that does not stop in time (uninterruptible sleep, a loaded machine): the
       // tracer resumed the others; try again until the deadline.
@@ -189,7 +226,7 @@ async function stopLoop(
     if (!blocker) {
       const pauseNs = await commit(verdict, world);
       pauseTotalNs += pauseNs;
-      return { verdict, pauseNs, pauseTotalNs, attempts, waitedNs };
+      return { verdict, pauseNs, pauseTotalNs, attempts, waitedNs, provenBy: "unwind", unprovenBy };
     }
     const left = Number(deadline - now()) / 1e6;
     if (left <= 0) {
@@ -297,6 +334,7 @@ export async function applyPatch(pid: number, pkg: ReadPackage, opts: ApplyOptio
           return r.pauseNs;
         },
         "changed",
+        { spans: unwind.proofSpans(forbidden, windows), patches, commit: true, done: () => (committed = true) },
       );
     } catch (e) {
       if (e instanceof ApplyError && e.code === "BUSY") phase("wait");
@@ -327,6 +365,8 @@ export async function applyPatch(pid: number, pkg: ReadPackage, opts: ApplyOptio
       pauseTotalNs: loop.pauseTotalNs,
       attempts: loop.attempts,
       waitedNs: loop.waitedNs,
+      provenBy: loop.provenBy,
+      ...(loop.unprovenBy ? { unprovenBy: loop.unprovenBy } : {}),
       totalNs: Number(now() - t0),
     };
   } catch (e) {
@@ -420,7 +460,12 @@ export async function revertPatch(pid: number, which: string | "all", opts: Reve
 /** A retired region (reverted, kept): unmapped once a stop shows no frame in it. */
 async function freeRetired(t: Tracer, pid: number, h: RegionHeader, unwind: ProcessUnwind, deadline: bigint): Promise<{ entry: RevertReport["reverted"][number]; pauseNs: number }> {
   const forbidden: Range[] = [{ lo: h.base, hi: h.base + h.size, name: `the region of patch ${h.patchId}` }];
-  const loop = await stopLoop(t, pid, unwind, forbidden, [], deadline, (v) => (v.safe ? undefined : v.blockers[0]), async () => (await t.resumeAll()).pauseNs, "freed");
+  const loop = await stopLoop(t, pid, unwind, forbidden, [], deadline, (v) => (v.safe ? undefined : v.blockers[0]), async () => (await t.resumeAll()).pauseNs, "freed", {
+    spans: unwind.proofSpans(forbidden, []),
+    patches: [],
+    commit: false,
+    done: () => undefined,
+  });
   await t.munmap(syscallThread(pid), h.base, h.size);
   return { entry: { patchId: h.patchId, functions: h.functions.map((f) => f.name), freed: true }, pauseNs: loop.pauseNs };
 }
@@ -462,6 +507,14 @@ async function revertOne(t: Tracer, pid: number, h: RegionHeader, unwind: Proces
         return r.pauseNs;
       },
       "reverted",
+      // Proven by the scan: no frame in the patch's code nor anywhere in its region, so
+      // the region is freed, not retired.
+      {
+        spans: unwind.proofSpans(forbidden, windows),
+        patches: h.functions.map((f) => ({ addr: f.site, expect: f.jump, bytes: f.saved })),
+        commit: true,
+        done: () => (committed = true),
+      },
     );
     pauseNs = loop.pauseNs;
   } catch (e) {
