@@ -53,7 +53,7 @@ const char* const kOpNames[OP__COUNT] = {
     "stopWorld",      "resumeAll",   "patchAndResume", "getRegs",    "setRegs",
     "readMemory",     "writeData",   "writeText",      "syscall",    "syscallSite",
     "seccompFilters", "waitReturn",  "begin",          "commit",     "rollback",
-    "debugRegs",      "call",        "stopCheckPatch",
+    "debugRegs",      "call",        "stopCheckPatch", "vmPass",
 };
 
 std::string ErrnoName(int e) {
@@ -488,6 +488,7 @@ class Tracer : public Napi::ObjectWrap<Tracer> {
                            InstanceMethod<&Tracer::Rollback>("rollback"),
                            InstanceMethod<&Tracer::DebugRegs>("debugRegs"),
                            InstanceMethod<&Tracer::Call>("call"),
+                           InstanceMethod<&Tracer::VmPass>("vmPass"),
                            InstanceMethod<&Tracer::Close>("close"),
                        });
   }
@@ -595,12 +596,45 @@ class Tracer : public Napi::ObjectWrap<Tracer> {
     });
   }
 
+  // attach(pid, stopSharers, pass?): pass = {lastPid, pidMax, seenPid, seenNs: bigint, candidates: Int32Array}
   Napi::Value Attach(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
     wire_attach a{ArgInt(info, 0, "pid", 1, INT32_MAX), 0};
     if (info.Length() > 1 && info[1].ToBoolean()) a.flags |= ATTACH_STOP_SHARERS;
+    wire_attach_pass h{};
+    std::vector<int32_t> cand;
+    if (info.Length() > 2 && info[2].IsObject()) {
+      Napi::Object p = info[2].As<Napi::Object>();
+      auto num = [&](const char* k, int64_t lo, int64_t hi) -> int64_t {
+        Napi::Value v = p.Get(k);
+        if (!v.IsNumber()) throw Napi::TypeError::New(env, std::string("pass.") + k + " must be a number");
+        double d = v.As<Napi::Number>().DoubleValue();
+        if (d != static_cast<double>(static_cast<int64_t>(d)) || d < lo || d > hi)
+          throw Napi::RangeError::New(env, std::string("pass.") + k + " out of range");
+        return static_cast<int64_t>(d);
+      };
+      h.last_pid = static_cast<int32_t>(num("lastPid", 0, INT32_MAX));
+      h.pid_max = static_cast<uint32_t>(num("pidMax", 1, INT32_MAX));
+      h.seen_pid = static_cast<int32_t>(num("seenPid", 0, INT32_MAX));
+      Napi::Value ns = p.Get("seenNs");
+      if (!ns.IsBigInt()) throw Napi::TypeError::New(env, "pass.seenNs must be a bigint");
+      bool lossless;
+      h.seen_ns = ns.As<Napi::BigInt>().Uint64Value(&lossless);
+      Napi::Value c = p.Get("candidates");
+      if (!c.IsTypedArray() || c.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+        throw Napi::TypeError::New(env, "pass.candidates must be an Int32Array");
+      Napi::Int32Array ca = c.As<Napi::Int32Array>();
+      cand.assign(ca.Data(), ca.Data() + ca.ElementLength());
+      h.ncand = static_cast<uint32_t>(cand.size());
+      a.flags |= ATTACH_PASS;
+    }
     Req r(OP_ATTACH);
     r.Put(a);
-    return Send(info.Env(), OP_ATTACH, r.Done(), [](Napi::Env env, const std::vector<uint8_t>& b) -> Napi::Value {
+    if (a.flags & ATTACH_PASS) {
+      r.Put(h);
+      r.Put(cand.data(), cand.size() * 4);
+    }
+    return Send(env, OP_ATTACH, r.Done(), [](Napi::Env env, const std::vector<uint8_t>& b) -> Napi::Value {
       Need(env, b, sizeof(wire_attached));
       wire_attached h = Get<wire_attached>(b, 0);
       Need(env, b, sizeof h + 4ull * (h.nthreads + h.nsharers));
@@ -613,6 +647,36 @@ class Tracer : public Napi::ObjectWrap<Tracer> {
       o.Set("tids", tids);
       o.Set("sharers", sharers);
       o.Set("jobStopped", Napi::Boolean::New(env, (h.flags & ATTACHED_JOB_STOPPED) != 0));
+      Napi::Object c = Napi::Object::New(env);
+      c.Set("full", Napi::Boolean::New(env, (h.flags & ATTACHED_FULL_SCAN) != 0));
+      c.Set("stale", Napi::Boolean::New(env, (h.flags & ATTACHED_PASS_STALE) != 0));
+      c.Set("checked", h.checked);
+      c.Set("seenPid", h.seen_pid);
+      c.Set("seenNs", Napi::BigInt::New(env, h.seen_ns));
+      o.Set("sharerCheck", c);
+      return o;
+    });
+  }
+
+  Napi::Value VmPass(const Napi::CallbackInfo& info) {
+    return Simple(info, OP_VM_PASS, [](Napi::Env env, const std::vector<uint8_t>& b) -> Napi::Value {
+      Need(env, b, sizeof(wire_vm_pass));
+      wire_vm_pass h = Get<wire_vm_pass>(b, 0);
+      Need(env, b, sizeof h + 5ull * h.n);
+      Napi::Int32Array pids = Napi::Int32Array::New(env, h.n);
+      memcpy(pids.Data(), b.data() + sizeof h, 4ull * h.n);
+      Napi::Uint8Array same = Napi::Uint8Array::New(env, h.n);
+      memcpy(same.Data(), b.data() + sizeof h + 4ull * h.n, h.n);
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("lastPid", h.last_pid);
+      o.Set("pidMax", h.pid_max);
+      o.Set("seenNs", Napi::BigInt::New(env, h.seen_ns));
+      o.Set("tookNs", Napi::Number::New(env, static_cast<double>(h.took_ns)));
+      o.Set("kcmps", h.kcmps);
+      o.Set("tries", h.tries);
+      o.Set("gapNs", h.gap_ns);
+      o.Set("pids", pids);
+      o.Set("same", same);
       return o;
     });
   }

@@ -13,7 +13,7 @@
     {
       "target_name": "patchc-tracer",
       "type": "executable",
-      "sources": ["tracer.c", "ptrace.c", "journal.c", "proof.c"],
+      "sources": ["tracer.c", "ptrace.c", "journal.c", "proof.c", "sharers.c"],
       "cflags": ["-std=gnu11", "-O2", "-Wall", "-Wextra"],
       "cflags!": ["-fno-exceptions"],
       "ldflags": ["-static-libgcc"]

@@ -51,6 +51,7 @@ enum wire_op {
   OP_CALL,           /* wire_call -> wire_call_result */
   OP_STOP_PATCH,     /* wire_stop_patch + wire_span[nspans] + wire_patch[n] + (expect, bytes) per patch
                         -> wire_proof + (wire_resumed | held: OP_STOP_WORLD's reply) */
+  OP_VM_PASS,        /* -> wire_vm_pass + i32 pids[n] + u8 same[n] (shim/sharers.c) */
   OP__COUNT
 };
 
@@ -69,10 +70,32 @@ struct wire_hello { uint32_t version; int32_t pid; };
 
 /* attach flags */
 #define ATTACH_STOP_SHARERS 1u /* stop CLONE_VM sharers too (else refuse when there are any) */
+#define ATTACH_PASS 2u         /* a wire_attach_pass and its i32 candidates[ncand] follow */
 struct wire_attach { int32_t pid; uint32_t flags; };
+/* The sharers from a pass (OP_VM_PASS) instead of every process: the target's group at
+ * the pass (candidates) and the processes created since (shim/sharers.c). */
+struct wire_attach_pass {
+  int32_t last_pid;  /* the pass's */
+  uint32_t pid_max;  /* the pass's */
+  int32_t seen_pid;  /* the latest ns_last_pid the caller knows of (the pass's or a check's) */
+  uint32_t ncand;
+  uint64_t seen_ns;  /* CLOCK_MONOTONIC before it was read */
+};
 /* attached flags */
 #define ATTACHED_JOB_STOPPED 1u /* the target was stopped by job control when we came */
-struct wire_attached { int32_t pid; uint32_t nthreads; uint32_t nsharers; uint32_t flags; };
+#define ATTACHED_FULL_SCAN 2u   /* the sharers were found by comparing with every process */
+#define ATTACHED_PASS_STALE 4u  /* ... because the pass could no longer be trusted (take a new one) */
+struct wire_attached {
+  int32_t pid; uint32_t nthreads; uint32_t nsharers; uint32_t flags;
+  int32_t seen_pid;  /* ns_last_pid as the sharer check read it (-1: not read) */
+  uint32_t checked;  /* kcmp calls of the sharer check */
+  uint64_t seen_ns;  /* CLOCK_MONOTONIC before that read */
+};
+struct wire_vm_pass {
+  int32_t last_pid; uint32_t pid_max; uint32_t n; uint32_t kcmps;
+  uint64_t seen_ns; uint64_t took_ns; uint32_t tries;
+  uint32_t gap_ns;   /* a check trusts the interval only while the cursor was seen at most this long before */
+};
 
 struct wire_tid { int32_t tid; uint32_t pad; };
 

@@ -61,7 +61,6 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <elf.h>
-#include <linux/kcmp.h>
 #include <poll.h>
 #include <sched.h>
 #include <stdio.h>
@@ -602,29 +601,6 @@ static int seize_all(pid_t pid, bool sharer) {
   return fail("ATTACH_UNSTABLE", pid, "the thread list of pid %d did not settle", pid);
 }
 
-/* Processes other than the target that share its address space (CLONE_VM
- * without CLONE_THREAD, vfork children): kcmp(KCMP_VM) against every process. */
-static int find_sharers(pid_t pid) {
-  S.nsharers = 0;
-  DIR *d = opendir("/proc");
-  if (!d) return fail_sys("opendir(/proc)", pid, errno, NULL);
-  struct dirent *e;
-  while ((e = readdir(d))) {
-    if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
-    pid_t q = (pid_t)atoi(e->d_name);
-    if (q == pid || q == getpid()) continue;
-    long r = syscall(SYS_kcmp, pid, q, KCMP_VM, 0, 0);
-    if (r == 0 && S.nsharers < MAX_SHARERS) S.sharers[S.nsharers++] = q;
-    if (r < 0 && errno == ENOSYS) {
-      closedir(d);
-      return fail_sys("kcmp(KCMP_VM)", pid, ENOSYS,
-                      "cannot tell which processes share the address space of pid %d", pid);
-    }
-  }
-  closedir(d);
-  return 0;
-}
-
 /* A thread of the target blocked in vfork() waits uninterruptibly for its child
  * to exec or exit: it cannot be stopped, so a target in that state is refused. */
 static pid_t vfork_waiter(pid_t pid) {
@@ -641,7 +617,7 @@ static pid_t vfork_waiter(pid_t pid) {
   return found;
 }
 
-int attach(pid_t pid, uint32_t flags) {
+int attach(pid_t pid, uint32_t flags, const struct attach_pass *pass) {
   if (S.pid) return fail("ALREADY_ATTACHED", pid, "already attached to pid %d; detach first", S.pid);
   if (pid <= 0) return fail("BAD_ARGUMENT", pid, "pid %d is not a process id", pid);
   if (pid == getpid() || pid == getppid())
@@ -701,7 +677,10 @@ int attach(pid_t pid, uint32_t flags) {
     return fail_sys("open(/proc/PID/mem)", pid, e, NULL);
   }
 
-  if (find_sharers(pid) < 0) {
+  /* Processes other than the target that share its address space: shim/sharers.c */
+  S.sharer_check = (struct pass_seen){.full = true, .seen_pid = -1};
+  if ((pass ? sharers_from_pass(pid, &pass->h, pass->cand, &S.sharer_check)
+            : sharers_full(pid, &S.sharer_check.checked)) < 0) {
     close(memfd);
     return -1;
   }

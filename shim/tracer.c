@@ -189,6 +189,7 @@ static const char *op_names[OP__COUNT] = {
     [OP_BEGIN] = "begin",           [OP_COMMIT] = "commit",
     [OP_ROLLBACK] = "rollback",     [OP_DEBUG_REGS] = "debugRegs",
     [OP_CALL] = "call",             [OP_STOP_PATCH] = "stopCheckPatch",
+    [OP_VM_PASS] = "vmPass",
 };
 
 static int need(size_t have, size_t want) {
@@ -543,15 +544,34 @@ static int dispatch(uint32_t op, const uint8_t *in, size_t inlen, struct out *o)
     if (need(inlen, sizeof(struct wire_attach)) < 0) return -1;
     struct wire_attach q;
     memcpy(&q, in, sizeof q);
-    if (attach(q.pid, q.flags) < 0) return -1;
+    struct attach_pass pass;
+    if (q.flags & ATTACH_PASS) {
+      size_t at = sizeof q;
+      if (need(inlen, at + sizeof pass.h) < 0) return -1;
+      memcpy(&pass.h, in + at, sizeof pass.h);
+      if (pass.h.ncand > (1u << 22) || need(inlen, at + sizeof pass.h + 4ull * pass.h.ncand) < 0)
+        return fail("BAD_REQUEST", 0, "%u candidates", pass.h.ncand);
+      pass.cand = (const int32_t *)(in + at + sizeof pass.h);
+    }
+    if (attach(q.pid, q.flags, q.flags & ATTACH_PASS ? &pass : NULL) < 0) return -1;
     drain_events();
     threads_compact();
     struct wire_attached a = {S.pid, (uint32_t)thread_count(), (uint32_t)S.nsharers,
-                              S.job_stopped ? ATTACHED_JOB_STOPPED : 0};
+                              (S.job_stopped ? ATTACHED_JOB_STOPPED : 0) | (S.sharer_check.full ? ATTACHED_FULL_SCAN : 0) |
+                                  (S.sharer_check.stale ? ATTACHED_PASS_STALE : 0),
+                              S.sharer_check.seen_pid, S.sharer_check.checked, S.sharer_check.seen_ns};
     if (out_put(o, &a, sizeof a) < 0) return -1;
     for (int i = 0; i < thread_count(); i++)
       if (out_put(o, &thread_at(i)->tid, 4) < 0) return -1;
     return out_put(o, S.sharers, (size_t)S.nsharers * 4);
+  }
+  case OP_VM_PASS: {
+    static struct vm_pass pass;
+    if (vm_pass(&pass) < 0) return -1;
+    struct wire_vm_pass r = {pass.last_pid, pass.pid_max, (uint32_t)pass.n, pass.kcmps, pass.seen_ns, pass.took_ns, pass.tries,
+                            (uint32_t)(pass_gap_ns(pass.pid_max) > UINT32_MAX ? UINT32_MAX : pass_gap_ns(pass.pid_max))};
+    if (out_put(o, &r, sizeof r) < 0 || out_put(o, pass.pids, (size_t)pass.n * 4) < 0) return -1;
+    return out_put(o, pass.same, (size_t)pass.n);
   }
   case OP_DETACH: {
     uint32_t u;

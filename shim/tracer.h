@@ -58,6 +58,15 @@ struct thread {
   struct user_regs_struct regs;
 };
 
+/* How attach() found the sharers (sharers.c). */
+struct pass_seen {
+  bool full;         /* compared with every process */
+  bool stale;        /* because the pass could no longer be trusted */
+  uint32_t checked;  /* kcmp calls */
+  int32_t seen_pid;  /* ns_last_pid now */
+  uint64_t seen_ns;  /* CLOCK_MONOTONIC before that read */
+};
+
 struct session {
   pid_t pid;                 /* target thread-group id, 0 when not attached */
   int memfd;                 /* /proc/PID/mem, O_RDWR */
@@ -74,6 +83,7 @@ struct session {
   int nsharers;
   pid_t sharers[MAX_SHARERS];
   bool job_stopped;          /* stopped by job control when attached */
+  struct pass_seen sharer_check; /* how attach found the sharers */
 };
 
 extern struct session S;
@@ -98,7 +108,12 @@ struct thread *thread_find(pid_t tid);
 int thread_count(void);
 struct thread *thread_at(int i);
 void threads_compact(void);
-int attach(pid_t pid, uint32_t flags);
+/* `pass`: find the sharers from a pass (sharers.c) instead of every process; NULL for that */
+struct attach_pass {
+  struct wire_attach_pass h;
+  const int32_t *cand; /* h.ncand processes of the target's group at the pass */
+};
+int attach(pid_t pid, uint32_t flags, const struct attach_pass *pass);
 int detach_all(void);
 bool drain_events(void);
 void on_event(pid_t tid, int status);
@@ -126,6 +141,26 @@ int wait_return(struct thread *t, uint64_t addr, uint64_t sp, uint32_t timeout_m
 int debug_regs(struct thread *t, uint64_t dr[8]);
 struct thread *any_stopped_thread(void);
 int check_usable(void);
+
+/* ---- sharers of the address space (sharers.c) ----
+ * sharers_full() fills S.sharers by comparing the target with every process;
+ * vm_pass() groups every process by address space, once for many attaches;
+ * sharers_from_pass() fills S.sharers from such a pass and the processes created since
+ * (or as sharers_full when the pass cannot be trusted: seen->full). */
+struct vm_pass {
+  int32_t last_pid;  /* ns_last_pid read before /proc was listed */
+  uint32_t pid_max;
+  uint64_t seen_ns;  /* CLOCK_MONOTONIC before that read */
+  uint64_t took_ns;
+  uint32_t kcmps, tries;
+  int n;             /* processes grouped, sorted by address space: */
+  pid_t *pids;
+  uint8_t *same;     /* same[i]: pids[i] shares pids[i - 1]'s */
+};
+int sharers_full(pid_t pid, uint32_t *checked);
+uint64_t pass_gap_ns(long pid_max);
+int vm_pass(struct vm_pass *p);
+int sharers_from_pass(pid_t pid, const struct wire_attach_pass *h, const int32_t *cand, struct pass_seen *seen);
 
 /* ---- the stack proof of OP_STOP_PATCH (proof.c) ----
  * proof_open() before the stop (opens /proc/PID/maps, readies a copy of about

@@ -30,6 +30,7 @@ import type { ApplyReport, Consistency } from "../../src/apply/contract.js";
 import { readPackageFile } from "../../src/format/reader.js";
 import { nodeCore } from "../../src/node/core-file.js";
 import { Tracer } from "../../src/shim/index.js";
+import { SharerPass, type SharerPassStats } from "../../src/shim/sharers.js";
 import { tracerPath } from "../../src/shim/load.js";
 import type { Core } from "../../src/core/instance.js";
 import { splitPause, timeCalls, type CallTimes, type PauseSplit } from "./breakdown.js";
@@ -339,6 +340,7 @@ interface AllResult {
   jobs: number;
   functions: number;
   calls: CallTimes;
+  sharers?: SharerPassStats;
 }
 
 async function benchAll(): Promise<AllResult> {
@@ -379,11 +381,13 @@ async function benchAll(): Promise<AllResult> {
     const scan = findProcesses(core, id, { self: process.pid });
     const scanNs = now() - a;
     const pids = scan.matches.map((m) => m.pid);
+    const sharers = new SharerPass();
     const tc = await timeCalls(() =>
       ALL_TRACERS === "fresh"
         ? applyAll(pids, (pid, slot) => applyPatch(pid, p, { core: cores[slot], consistency: CONSISTENCY }), { jobs })
-        : applyAllPooled(pids, (pid, slot, tracer) => applyPatch(pid, p, { core: cores[slot], consistency: CONSISTENCY, tracer }), { jobs, open: (slot) => Tracer.open({ core: cores[slot] }) }),
+        : applyAllPooled(pids, (pid, slot, tracer) => applyPatch(pid, p, { core: cores[slot], consistency: CONSISTENCY, tracer }), { jobs, open: (slot) => Tracer.open({ core: cores[slot] }), sharers }),
     );
+    sharers.close();
     const outcomes = tc.value;
     const wallNs = now() - a;
     const mine = new Set(procs.map((q) => q.pid));
@@ -400,6 +404,7 @@ async function benchAll(): Promise<AllResult> {
       jobs,
       functions: k,
       calls: tc.calls,
+      sharers: ALL_TRACERS === "fresh" ? undefined : sharers.stats,
     };
   } finally {
     kill();
@@ -502,7 +507,7 @@ if (all) {
   console.log("\n| --all | processes | whole run | per process | single apply | ratio | pause patchc reports | note |");
   console.log("|---|---|---|---|---|---|---|---|");
   console.log(
-    `| ${all.functions} functions | ${all.n} (1 sleeping thread each) | ${fmt(all.wallNs)} | ${fmt(per)} | ${fmt(single)} | ${(per / single).toFixed(2)}x | ${fmt(median(all.pause))} median, ${fmt(Math.max(...all.pause))} max | scan of /proc ${fmt(all.scanNs)}; ${all.jobs} applies at a time (src/apply/all.ts ${ALL_TRACERS === "fresh" ? "applyAll, a tracer per process" : "applyAllPooled, a tracer per job"}); ${all.ok} patched${all.failed.length ? `, ${all.failed.length} failed: ${[...new Set(all.failed.map((f) => f.replace(/^\d+: /, "")))].slice(0, 3).join("; ")}` : ""} |`,
+    `| ${all.functions} functions | ${all.n} (1 sleeping thread each) | ${fmt(all.wallNs)} | ${fmt(per)} | ${fmt(single)} | ${(per / single).toFixed(2)}x | ${fmt(median(all.pause))} median, ${fmt(Math.max(...all.pause))} max | scan of /proc ${fmt(all.scanNs)}; ${all.jobs} applies at a time (src/apply/all.ts ${ALL_TRACERS === "fresh" ? "applyAll, a tracer per process" : "applyAllPooled, a tracer per job"}); ${all.sharers ? `sharer check: ${all.sharers.passes} pass${all.sharers.passes === 1 ? "" : "es"} over /proc (${fmt(all.sharers.passNs)}, ${all.sharers.passKcmps} kcmp), ${all.sharers.fromPass} attaches from it, ${all.sharers.full} against every process, ${(all.sharers.checked / Math.max(1, all.sharers.fromPass + all.sharers.full)).toFixed(1)} kcmp per attach; ` : ""}${all.ok} patched${all.failed.length ? `, ${all.failed.length} failed: ${[...new Set(all.failed.map((f) => f.replace(/^\d+: /, "")))].slice(0, 3).join("; ")}` : ""} |`,
   );
 }
 console.log(`\nbench/apply: ${fmt(now() - t0)} in all`);

@@ -43,6 +43,7 @@ import { parseMaps } from "./maps.js";
 import { ProcMemory, type MemoryReader } from "./proc-memory.js";
 import { tracerPath } from "../shim/load.js";
 import { Tracer } from "../shim/index.js";
+import { SharerPass } from "../shim/sharers.js";
 
 /** The file `--all` names: its build-id and where it lives. */
 export interface BinaryIdentity {
@@ -504,13 +505,24 @@ export class TracerPool {
   }
 }
 
-/** `apply(pid, slot, tracer)` run by applyAll with a TracerPool's tracer per slot, closed at the end. */
+/**
+ * `apply(pid, slot, tracer)` run by applyAll with a TracerPool's tracer per slot, closed at
+ * the end. The tracers find each target's address-space sharers from one SharerPass
+ * (src/shim/sharers.ts: one pass over /proc for the run, then only the processes created
+ * since per attach) instead of comparing every target with every process; `opts.sharers`
+ * to give it (and read its stats).
+ */
 export async function applyAllPooled(
   pids: readonly number[],
   apply: (pid: number, slot: number, tracer: Tracer) => Promise<ApplyReport>,
-  opts: { jobs: number; onProgress?: (p: Progress) => void; open: (slot: number) => Tracer },
+  opts: { jobs: number; onProgress?: (p: Progress) => void; open: (slot: number) => Tracer; sharers?: SharerPass },
 ): Promise<ProcessOutcome[]> {
-  const pool = new TracerPool(opts.open);
+  const sharers = opts.sharers ?? new SharerPass();
+  const pool = new TracerPool((slot) => {
+    const t = opts.open(slot);
+    t.useSharerPass(sharers);
+    return t;
+  });
   try {
     return await applyAll(
       pids,
@@ -532,5 +544,6 @@ export async function applyAllPooled(
     );
   } finally {
     await pool.close();
+    if (!opts.sharers) sharers.close();
   }
 }

@@ -22,9 +22,12 @@ import type {
   NativeProof,
   NativeResumed,
   NativeShim,
+  NativeSharerCheck,
   NativeStopped,
+  NativeVmPass,
   Tracer as NativeTracer,
 } from "./native.js";
+import type { SharerPass } from "./sharers.js";
 import { NREGS, REG, packRegs, regsAt, type Regs } from "./regs.js";
 
 export { REG, REG_NAMES, type Regs, type RegName } from "./regs.js";
@@ -60,6 +63,8 @@ export interface Attached {
   tids: number[];
   sharers: number[];
   jobStopped: boolean;
+  /** how the sharers were found: from a SharerPass, or by comparing with every process */
+  sharerCheck: NativeSharerCheck;
 }
 
 export interface ThreadInfo {
@@ -286,6 +291,7 @@ export class Tracer {
   private site?: bigint;
   private core?: Core;
   private closed = false;
+  private sharerPass?: SharerPass;
 
   private constructor(
     private readonly native: NativeTracer,
@@ -326,14 +332,30 @@ export class Tracer {
    * Seizes every thread of `pid` (they keep running). Refuses processes it may not
    * trace, dead ones, zombies, traced ones, and ones sharing their address space
    * with other processes unless `stopSharers` (then those are stopped with it).
+   * The sharers are found by comparing with every process, or, with a SharerPass
+   * (`opts.pass`, else the one given to useSharerPass), from that pass and the
+   * processes created since (src/shim/sharers.ts).
    */
-  attach(pid: number, opts: { stopSharers?: boolean } = {}): Promise<Attached> {
+  attach(pid: number, opts: { stopSharers?: boolean; pass?: SharerPass } = {}): Promise<Attached> {
     this.seccompCache.clear();
     this.site = undefined;
+    const pass = opts.pass ?? this.sharerPass;
     return this.run(async () => {
-      const a = await this.native.attach(pid, opts.stopSharers ?? false);
-      return { pid: a.pid, tids: [...a.tids], sharers: [...a.sharers], jobStopped: a.jobStopped };
+      const hint = pass ? await pass.hint(pid, () => this.native.vmPass()) : undefined;
+      const a = await this.native.attach(pid, opts.stopSharers ?? false, hint);
+      if (pass && hint) pass.observe(a.sharerCheck);
+      return { pid: a.pid, tids: [...a.tids], sharers: [...a.sharers], jobStopped: a.jobStopped, sharerCheck: a.sharerCheck };
     });
+  }
+
+  /** The SharerPass every later attach of this tracer uses (undefined: none, compare with every process). */
+  useSharerPass(pass: SharerPass | undefined): void {
+    this.sharerPass = pass;
+  }
+
+  /** One pass over /proc grouping every process by address space (see SharerPass). */
+  vmPass(): Promise<NativeVmPass> {
+    return this.run(() => this.native.vmPass());
   }
 
   /** Rolls back an open transaction, resumes and detaches every thread. */

@@ -34,6 +34,42 @@ export interface NativeAttached {
   sharers: Int32Array;
   /** the target was stopped by job control when attached (and stays so) */
   jobStopped: boolean;
+  /** how the sharers were found (shim/sharers.c) */
+  sharerCheck: NativeSharerCheck;
+}
+
+export interface NativeSharerCheck {
+  /** compared with every process (no pass given, or it could not be trusted) */
+  full: boolean;
+  /** ... because the pass given could no longer be trusted (take a new one) */
+  stale: boolean;
+  /** kcmp calls */
+  checked: number;
+  /** ns_last_pid as the check read it (-1: not read), and CLOCK_MONOTONIC ns before that read */
+  seenPid: number;
+  seenNs: bigint;
+}
+
+/** OP_VM_PASS: every process grouped by address space (shim/sharers.c) */
+export interface NativeVmPass {
+  lastPid: number;
+  pidMax: number;
+  seenNs: bigint;
+  tookNs: number;
+  kcmps: number;
+  tries: number;
+  gapNs: number;
+  /** sorted by address space; same[i]: pids[i] shares pids[i - 1]'s */
+  pids: Int32Array;
+  same: Uint8Array;
+}
+
+export interface NativeAttachPass {
+  lastPid: number;
+  pidMax: number;
+  seenPid: number;
+  seenNs: bigint;
+  candidates: Int32Array;
 }
 
 export interface NativeThreads {
@@ -140,7 +176,8 @@ export declare class Tracer {
   /** pid of the tracer process */
   readonly pid: number;
   hello(): Promise<{ version: number; pid: number }>;
-  attach(pid: number, stopSharers: boolean): Promise<NativeAttached>;
+  attach(pid: number, stopSharers: boolean, pass?: NativeAttachPass): Promise<NativeAttached>;
+  vmPass(): Promise<NativeVmPass>;
   detach(): Promise<void>;
   threads(): Promise<NativeThreads>;
   stopWorld(window: number, timeoutMs: number): Promise<NativeStopped>;
