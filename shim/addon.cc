@@ -675,6 +675,7 @@ class Tracer : public Napi::ObjectWrap<Tracer> {
       o.Set("kcmps", h.kcmps);
       o.Set("tries", h.tries);
       o.Set("gapNs", h.gap_ns);
+      o.Set("seenPid", h.seen_pid);
       o.Set("pids", pids);
       o.Set("same", same);
       return o;

@@ -93,8 +93,10 @@ struct wire_attached {
 };
 struct wire_vm_pass {
   int32_t last_pid; uint32_t pid_max; uint32_t n; uint32_t kcmps;
-  uint64_t seen_ns; uint64_t took_ns; uint32_t tries;
+  uint64_t seen_ns;  /* when the cursor was last seen (at seen_pid), at the end of the pass */
+  uint64_t took_ns; uint32_t tries;
   uint32_t gap_ns;   /* a check trusts the interval only while the cursor was seen at most this long before */
+  int32_t seen_pid; uint32_t pad;
 };
 
 struct wire_tid { int32_t tid; uint32_t pad; };

@@ -243,6 +243,41 @@ int sharers_full(pid_t pid, uint32_t *checked) {
 
 /* ---- the pass ---- */
 
+/* The cursor watched through the pass, which may take longer than the gap: read every
+ * WATCH_EVERY kcmp calls; `broken` when two readings were further apart than the gap or
+ * the cursor moved back or too far (see the file comment). */
+#define WATCH_EVERY 64
+static struct {
+  long l0, pid_max, seen_pid;
+  uint64_t seen_ns, gap_ns;
+  uint32_t count;
+  bool broken;
+} W;
+
+static void watch_start(long l0, long pid_max, uint64_t seen_ns) {
+  W.l0 = W.seen_pid = l0;
+  W.pid_max = pid_max;
+  W.seen_ns = seen_ns;
+  W.gap_ns = pass_gap_ns(pid_max);
+  W.count = 0;
+  W.broken = false;
+}
+
+static void watch_now(void) {
+  uint64_t before = now_ns();
+  long l = last_pid();
+  uint64_t after = now_ns();
+  if (l < 0 || after - W.seen_ns > W.gap_ns || advance(l, W.l0, W.pid_max) < advance(W.seen_pid, W.l0, W.pid_max) ||
+      advance(l, W.l0, W.pid_max) >= W.pid_max / 2)
+    W.broken = true;
+  W.seen_pid = l;
+  W.seen_ns = before;
+}
+
+static void watch_tick(void) {
+  if (++W.count % WATCH_EVERY == 0) watch_now();
+}
+
 /* Sorting by address space. A process that exits while sorted (ESRCH) or that we may
  * not compare (EPERM) is marked dead and sorts last; the caller drops the dead ones
  * and checks that what is left is sorted. */
@@ -257,6 +292,7 @@ static int cmp_vm(struct sorter *s, pid_t a, pid_t b) {
   if (s->dead[a] || s->dead[b]) return s->dead[a] == s->dead[b] ? (a > b) - (a < b) : s->dead[a] ? 1 : -1;
   long r = kcmp_vm(a, b);
   s->kcmps++;
+  watch_tick();
   if (r == 0) return 0;
   if (r == 1) return -1;
   if (r == 2) return 1;
@@ -289,6 +325,20 @@ static void drop_at(struct pids *l, int i) {
   l->n--;
 }
 
+/* Has the process exited (a zombie, whose mm is gone, or reaped)? */
+static bool exited(pid_t q) {
+  char path[64], buf[512];
+  snprintf(path, sizeof path, "/proc/%d/stat", q);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return true;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return true;
+  buf[n] = 0;
+  char *rp = strrchr(buf, ')');
+  return !rp || rp[1] != ' ' || rp[2] == 'Z' || rp[2] == 'X';
+}
+
 /* One round over neighbours: same[i] = v[i] shares v[i - 1]'s mm. 1 clean (sorted, nobody
  * dropped), 0 not clean (someone dropped), -1 out of order. */
 static int verify_round(struct pids *l, uint8_t *same, uint32_t *kcmps) {
@@ -297,9 +347,16 @@ static int verify_round(struct pids *l, uint8_t *same, uint32_t *kcmps) {
   for (int i = 0; i + 1 < l->n;) {
     long r = kcmp_vm(l->v[i], l->v[i + 1]);
     (*kcmps)++;
+    watch_tick();
     if (r == 0 || r == 1) {
       same[i + 1] = r == 0;
       i++;
+    } else if (r == 2 && (exited(l->v[i]) || exited(l->v[i + 1]))) {
+      /* an exit while sorted: its mm is gone (NULL), which moved it in the order; it
+         shares nothing any more */
+      drop_at(l, exited(l->v[i]) ? i : i + 1);
+      clean = 0;
+      if (i > 0) i--;
     } else if (r == 2) {
       return -1;
     } else if (r < 0 && (errno == ESRCH || errno == EPERM)) {
@@ -314,14 +371,18 @@ static int verify_round(struct pids *l, uint8_t *same, uint32_t *kcmps) {
   return clean;
 }
 
+static const char *retry_why = "";
+
 /* One try of the pass: 1 done, 0 try again (something moved meanwhile), -1 failed. */
 static int pass_once(struct vm_pass *p) {
   long pm = pid_max_now();
   uint64_t seen = now_ns();
   long l0 = last_pid();
   if (pm <= 0 || l0 < 0) return fail_sys("read(/proc/sys/kernel/ns_last_pid)", 0, errno, NULL);
+  watch_start(l0, pm, seen);
   struct pids all = {0}, again = {0};
   if (list_proc(1, INT32_MAX, false, &all) < 0) return fail_sys("getdents64(/proc)", 0, errno, NULL);
+  watch_now();
   int rc = -1;
   struct sorter s = {.v = all.v, .tmp = malloc((size_t)(all.n + 1) * sizeof(pid_t)), .dead = calloc((size_t)pm + 1, 1)};
   uint8_t *listed = calloc((size_t)pm / 8 + 1, 1);
@@ -353,6 +414,7 @@ static int pass_once(struct vm_pass *p) {
   for (int round = 0; round < 8 && clean_rounds < 2; round++) {
     int r = verify_round(&all, same, &s.kcmps);
     if (r < 0) {
+      retry_why = "two neighbours out of order (a process called execve or exited while sorted)";
       rc = 0;
       goto out;
     }
@@ -361,26 +423,34 @@ static int pass_once(struct vm_pass *p) {
     memcpy(prev, same, (size_t)all.n);
   }
   if (clean_rounds < 2) {
+    retry_why = "no two clean rounds in a row (processes exiting meanwhile)";
     rc = 0;
     goto out;
   }
   /* Listed again: a process that became visible meanwhile with a pid allocated before
      l0 (its creation was under way at the first listing) would be in no group. */
-  long l1 = last_pid();
+  watch_now();
+  long l1 = W.seen_pid;
   if (list_proc(1, INT32_MAX, false, &again) < 0) {
     rc = fail_sys("getdents64(/proc)", 0, errno, NULL);
     goto out;
   }
-  rc = 1;
+  watch_now();
+  rc = W.broken ? 0 : 1; /* the cursor lost from sight: try again */
+  if (W.broken) retry_why = "the pid cursor was not seen for longer than the gap (the tracer did not run)";
   for (int i = 0; i < again.n && rc == 1; i++) {
     pid_t q = again.v[i];
     bool was = q <= pm && (listed[q / 8] & (1u << (q % 8)));
-    if (!was && !in_interval(q, l0, l1)) rc = 0;
+    if (!was && !in_interval(q, l0, l1)) {
+      retry_why = "a process created before the pass became visible during it";
+      rc = 0;
+    }
   }
   if (rc == 1) {
     p->last_pid = (int32_t)l0;
     p->pid_max = (uint32_t)pm;
-    p->seen_ns = seen;
+    p->seen_ns = W.seen_ns;
+    p->seen_pid = (int32_t)W.seen_pid;
     free(p->pids);
     free(p->same);
     p->pids = all.v;
@@ -419,7 +489,7 @@ int vm_pass(struct vm_pass *p) {
       return 0;
     }
   }
-  return fail("NO_PASS", 0, "the processes kept changing during %d passes over /proc", PASS_TRIES);
+  return fail("NO_PASS", 0, "no pass over /proc in %d tries: %s", PASS_TRIES, retry_why);
 }
 
 /* ---- the check of one target from a pass ---- */

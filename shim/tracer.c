@@ -569,7 +569,8 @@ static int dispatch(uint32_t op, const uint8_t *in, size_t inlen, struct out *o)
     static struct vm_pass pass;
     if (vm_pass(&pass) < 0) return -1;
     struct wire_vm_pass r = {pass.last_pid, pass.pid_max, (uint32_t)pass.n, pass.kcmps, pass.seen_ns, pass.took_ns, pass.tries,
-                            (uint32_t)(pass_gap_ns(pass.pid_max) > UINT32_MAX ? UINT32_MAX : pass_gap_ns(pass.pid_max))};
+                            (uint32_t)(pass_gap_ns(pass.pid_max) > UINT32_MAX ? UINT32_MAX : pass_gap_ns(pass.pid_max)),
+                            pass.seen_pid, 0};
     if (out_put(o, &r, sizeof r) < 0 || out_put(o, pass.pids, (size_t)pass.n * 4) < 0) return -1;
     return out_put(o, pass.same, (size_t)pass.n);
   }

@@ -150,6 +150,7 @@ int check_usable(void);
 struct vm_pass {
   int32_t last_pid;  /* ns_last_pid read before /proc was listed */
   uint32_t pid_max;
+  int32_t seen_pid;  /* ns_last_pid at the end of the pass */
   uint64_t seen_ns;  /* CLOCK_MONOTONIC before that read */
   uint64_t took_ns;
   uint32_t kcmps, tries;

@@ -54,6 +54,8 @@ export interface NativeSharerCheck {
 export interface NativeVmPass {
   lastPid: number;
   pidMax: number;
+  /** the cursor last seen (at the end of the pass), and CLOCK_MONOTONIC ns before that read */
+  seenPid: number;
   seenNs: bigint;
   tookNs: number;
   kcmps: number;

@@ -21,6 +21,9 @@ import type { NativeAttachPass, NativeSharerCheck, NativeVmPass } from "./native
 
 const EMPTY = new Int32Array(0);
 const HEARTBEAT_MS = 4;
+/** Passes per run at most (a pass costs n log n kcmp calls; a machine that stalls us past
+ * the gap again and again gets the comparison with every process instead). */
+const MAX_PASSES = 4;
 
 export interface SharerPassStats {
   /** passes taken */
@@ -52,7 +55,7 @@ export class SharerPass {
   /** The hint for an attach of `pid`, taking a pass with `take` first when there is none or it is stale; undefined: `pid` is not in the pass (compare with every process). */
   async hint(pid: number, take: () => Promise<NativeVmPass>): Promise<NativeAttachPass | undefined> {
     while (this.stale || !this.pass) {
-      if (this.failed) {
+      if (this.failed || this.stats.passes >= MAX_PASSES) {
         this.stats.full++;
         return undefined;
       }
@@ -106,7 +109,7 @@ export class SharerPass {
     }
     this.pass = p;
     this.groups = groups;
-    this.seenPid = p.lastPid;
+    this.seenPid = p.seenPid;
     this.seenNs = p.seenNs;
     this.stale = false;
     this.beat(); // the pass may have taken longer than the gap: see the cursor now
