@@ -35,6 +35,8 @@ export interface SharerPassStats {
   checked: number;
   passKcmps: number;
   passNs: number;
+  /** why no pass could be taken (then every attach compared with every process) */
+  noPass?: string;
 }
 
 export class SharerPass {
@@ -61,7 +63,8 @@ export class SharerPass {
       }
       this.taking ??= this.retake(take)
         .catch((e) => {
-          this.failed = e as Error; // no pass here (another pid namespace's /proc, a small pid_max...): every attach compares with every process
+          this.failed = e as Error;
+          this.stats.noPass = this.failed.message; // no pass here (another pid namespace's /proc, a small pid_max...): every attach compares with every process
         })
         .finally(() => (this.taking = undefined));
       await this.taking;
