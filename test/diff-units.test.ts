@@ -94,6 +94,23 @@ describe("diff_units: the compile units of an ELF file", () => {
     expect(strings).toContain(dwo[0].producer!);
   });
 
+  for (const dwarf of ["-gdwarf-4", "-gdwarf-5"]) {
+    it(`${dwarf} -gsplit-dwarf: the skeleton's DW_AT_(GNU_)dwo_name and dwo_id (diff_units_dwo), as readelf says, and its .dwo's id`, () => {
+      gcc(["-O2", dwarf, "-gsplit-dwarf", "-c", "a.c", "-o", `sk${dwarf}.o`]);
+      const text = run("readelf", ["--debug-dump=info", "-W", scratch.path(`sk${dwarf}.o`)]).split("Contents of the .debug_info.dwo")[0];
+      const name = /DW_AT_(?:GNU_)?dwo_name\s*:.*?: (\S+)$/m.exec(text)![1];
+      const id = BigInt(/(?:DWO ID|DW_AT_GNU_dwo_id)\s*:\s*(?:\(data8\) )?(0x[0-9a-f]+)/.exec(text)![1]);
+      const sk = units(scratch.path(`sk${dwarf}.o`));
+      expect(sk).toHaveLength(1);
+      expect(sk[0]).toMatchObject({ unitType: dwarf === "-gdwarf-5" ? 4 : 1, compDir: scratch.dir, dwoName: name, dwoId: id });
+      expect(sk[0].producer).toBeUndefined();
+      const full = units(scratch.path(name));
+      expect(full[0].dwoId).toBe(id);
+      expect(full[0].dwoName).toBeUndefined();
+      expect(units(scratch.path("a.o"))[0]).not.toHaveProperty("dwoId");
+    });
+  }
+
   it("2100 mutations of the debug sections and their relocations: no trap, no read outside the input", () => {
     gcc(["-O2", "-gdwarf-5", "-ffunction-sections", "-c", "a.c", "-o", "f5.o"]);
     gcc(["-O2", "-gdwarf-4", "-c", "a.c", "-o", "f4.o"]);

@@ -7,7 +7,7 @@ import { elfFiles } from "../elf/registry";
 import { Obj } from "./object";
 import { Diff, Buf } from "./diff";
 import { FUNC_REC, REF_REC, DATA_REC, REFUSAL_REC, SITE_REC } from "./defs";
-import { UnitReader, UNIT_REC } from "./producer";
+import { UnitReader, UNIT_REC, DWO_REC } from "./producer";
 
 const diffs = new HandleTable<Diff>();
 
@@ -106,5 +106,21 @@ export function diff_units(elf: i32, out: usize, cap: u32): i32 {
   const r = u.run();
   if (r != 0) return -1;
   memory.copy(out, changetype<usize>(u.out), <usize>min<u32>(cap, u.count) * UNIT_REC);
+  return <i32>u.count;
+}
+
+/**
+ * The split-DWARF side of each compile unit of ELF handle `elf`, in diff_units' order:
+ * writes up to `cap` 24-byte records (DW_AT_dwo_name or DW_AT_GNU_dwo_name, dwo_id) to
+ * `out` and returns the number of units, or -1 as diff_units.
+ */
+export function diff_units_dwo(elf: i32, out: usize, cap: u32): i32 {
+  clearError();
+  const f = elfFiles.get(elf);
+  if (f === null) return failNeg(Err.BAD_HANDLE, "diff_units_dwo: " + elf.toString() + " is not an open ELF handle");
+  const u = new UnitReader(f);
+  const r = u.run();
+  if (r != 0) return -1;
+  memory.copy(out, changetype<usize>(u.dwoOut), <usize>min<u32>(cap, u.count) * DWO_REC);
   return <i32>u.count;
 }

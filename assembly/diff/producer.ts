@@ -26,6 +26,16 @@
 // In an ET_REL object the offsets are 0 in the section bytes and a RELA relocation
 // (R_X86_64_32, or _64 with 64-bit DWARF) against the target section's symbol holds
 // them: the value is st_value + r_addend. Linked files hold the values themselves.
+//
+// Split DWARF (-gsplit-dwarf; DWARF 5 section 3.1.3, and the GNU extension it grew from
+// for DWARF 4, https://gcc.gnu.org/wiki/DebugFission): the object's unit is a skeleton
+// (DWARF 5: unit type DW_UT_skeleton, tag DW_TAG_skeleton_unit; DWARF 4: a
+// DW_TAG_compile_unit with DW_AT_GNU_dwo_name) that names the .dwo holding the full unit
+// (DW_AT_dwo_name / DW_AT_GNU_dwo_name, relative to DW_AT_comp_dir) and carries no
+// DW_AT_name nor DW_AT_producer with gcc 12. Both units carry the same 8-byte dwo_id
+// (DWARF 5: in the unit header of the skeleton and of the split unit, DW_UT_split_compile;
+// DWARF 4: DW_AT_GNU_dwo_id, form data8, in both first DIEs), so a .dwo of another
+// compilation can be told apart. diff_units_dwo reports both per unit.
 import { Bytes } from "../bytes";
 import { ElfFile, RELA_SECTION, SYMTAB } from "../elf/file";
 import { SHF_COMPRESSED } from "../elf/defs";
@@ -38,6 +48,10 @@ const DW_AT_name: u64 = 0x03;
 const DW_AT_comp_dir: u64 = 0x1b;
 const DW_AT_producer: u64 = 0x25;
 const DW_AT_str_offsets_base: u64 = 0x72;
+const DW_AT_dwo_name: u64 = 0x76;
+const DW_AT_GNU_dwo_name: u64 = 0x2130;
+const DW_AT_GNU_dwo_id: u64 = 0x2131;
+const DW_FORM_data8: u64 = 0x07;
 const DW_FORM_string: u64 = 0x08;
 const DW_FORM_strp: u64 = 0x0e;
 const DW_FORM_line_strp: u64 = 0x1f;
@@ -54,6 +68,10 @@ export const UNIT_REC: u32 = 40;
 export const UNIT_HAS_NAME: u32 = 1;
 export const UNIT_HAS_PRODUCER: u32 = 2;
 export const UNIT_HAS_COMP_DIR: u32 = 4;
+/** Split-DWARF record (24 bytes), docs/core-abi.md "Object diff", diff_units_dwo. */
+export const DWO_REC: u32 = 24;
+export const DWO_HAS_NAME: u32 = 1;
+export const DWO_HAS_ID: u32 = 2;
 
 class Sec {
   start: usize = 0; // absolute pointer to the bytes
@@ -72,6 +90,8 @@ class Str {
 
 export class UnitReader {
   out: StaticArray<u8> = new StaticArray<u8>(0);
+  /** One DWO_REC per unit record, in the same order. */
+  dwoOut: StaticArray<u8> = new StaticArray<u8>(0);
   count: u32 = 0;
   private info: Sec = new Sec();
   private abbrev: Sec = new Sec();
@@ -203,12 +223,17 @@ export class UnitReader {
     if (!rd.ok) return this.bad(unit, "truncated header");
     if (version < 2 || version > 5) return this.bad(unit, "DWARF version " + version.toString() + " (2 to 5 are read)");
     let unitType: u32 = 1; // DW_UT_compile
+    let dwoId: u64 = 0;
+    let hasId = false;
     let abbrevOff: u64 = 0;
     if (version >= 5) {
       unitType = rd.u8();
       rd.u8(); // address_size
       abbrevOff = this.fieldAt(rd, osize);
-      if (unitType == 4 || unitType == 5) rd.skip(8); // dwo_id
+      if (unitType == 4 || unitType == 5) { // dwo_id
+        if (rd.end - rd.p >= 8) { dwoId = load<u64>(rd.p); hasId = true; }
+        rd.skip(8);
+      }
       else if (unitType == 2 || unitType == 6) rd.skip(8 + <u64>osize); // type_signature, type_offset
     } else {
       abbrevOff = this.fieldAt(rd, osize);
@@ -218,9 +243,11 @@ export class UnitReader {
     const code = rd.uleb();
     if (!rd.ok) return this.bad(unit, "truncated first DIE");
     const rec = this.record();
+    const dwoRec = changetype<usize>(this.dwoOut) + <usize>(this.count - 1) * DWO_REC;
     store<u64>(rec, unit);
     store<u16>(rec + 8, <u16>version);
     store<u8>(rec + 10, <u8>unitType);
+    if (hasId) { store<u64>(dwoRec + 8, dwoId); store<u32>(dwoRec + 16, DWO_HAS_ID); }
     if (code == 0) return 0; // an empty unit
     // Its abbreviation.
     if (this.abbrev.index < 0 || abbrevOff >= this.abbrev.size) return this.bad(unit, "abbreviation offset 0x" + abbrevOff.toString(16) + " outside .debug_abbrev");
@@ -244,6 +271,7 @@ export class UnitReader {
     const name = new Str();
     const producer = new Str();
     const compDir = new Str();
+    const dwoName = new Str();
     let strBase: i64 = -1;
     while (true) {
       const at = ab.uleb();
@@ -253,7 +281,8 @@ export class UnitReader {
       if (form == DW_FORM_implicit_const) { ab.sleb(); continue; }
       // DW_FORM_indirect: the form is in the DIE (bounded: each step reads a byte).
       while (form == DW_FORM_indirect && rd.ok) form = rd.uleb();
-      const target: Str | null = at == DW_AT_name ? name : at == DW_AT_producer ? producer : at == DW_AT_comp_dir ? compDir : null;
+      const target: Str | null =
+        at == DW_AT_name ? name : at == DW_AT_producer ? producer : at == DW_AT_comp_dir ? compDir : at == DW_AT_dwo_name || at == DW_AT_GNU_dwo_name ? dwoName : null;
       if (target !== null && (form == DW_FORM_string || form == DW_FORM_strp || form == DW_FORM_line_strp)) {
         if (form == DW_FORM_string) {
           const off = <u64>(rd.p - info.start);
@@ -273,6 +302,11 @@ export class UnitReader {
         else target.index = <i64>this.fieldAt(rd, <u32>(form - DW_FORM_strx1 + 1));
         continue;
       }
+      if (at == DW_AT_GNU_dwo_id && form == DW_FORM_data8) {
+        if (rd.end - rd.p >= 8) { dwoId = load<u64>(rd.p); hasId = true; }
+        rd.skip(8);
+        continue;
+      }
       if (at == DW_AT_str_offsets_base && form == DW_FORM_sec_offset) {
         strBase = <i64>this.fieldAt(rd, osize);
         continue;
@@ -282,8 +316,8 @@ export class UnitReader {
     if (!rd.ok) return this.bad(unit, "the first DIE runs past the unit's end");
     // String indices: into .debug_str_offsets from the unit's base (a .dwo: after its header).
     if (strBase < 0) strBase = this.dwo && version >= 5 ? 8 : 0;
-    const strs = [name, producer, compDir];
-    for (let k = 0; k < 3; k++) {
+    const strs = [name, producer, compDir, dwoName];
+    for (let k = 0; k < 4; k++) {
       const s = unchecked(strs[k]);
       if (s.index < 0) continue;
       const at = <u64>strBase + <u64>s.index * osize;
@@ -298,6 +332,10 @@ export class UnitReader {
     if (producer.len >= 0) { flags |= UNIT_HAS_PRODUCER; store<u32>(rec + 20, <u32>producer.ptr); store<u32>(rec + 24, <u32>producer.len); }
     if (compDir.len >= 0) { flags |= UNIT_HAS_COMP_DIR; store<u32>(rec + 28, <u32>compDir.ptr); store<u32>(rec + 32, <u32>compDir.len); }
     store<u8>(rec + 11, <u8>flags);
+    let dwoFlags: u32 = hasId ? DWO_HAS_ID : 0;
+    if (hasId) store<u64>(dwoRec + 8, dwoId);
+    if (dwoName.len >= 0) { dwoFlags |= DWO_HAS_NAME; store<u32>(dwoRec, <u32>dwoName.ptr); store<u32>(dwoRec + 4, <u32>dwoName.len); }
+    store<u32>(dwoRec + 16, dwoFlags);
     return 0;
   }
 
@@ -317,8 +355,14 @@ export class UnitReader {
       memory.copy(changetype<usize>(grown), changetype<usize>(this.out), <usize>this.count * UNIT_REC);
       this.out = grown;
     }
+    if (need / <i32>UNIT_REC * <i32>DWO_REC > this.dwoOut.length) {
+      const grown = new StaticArray<u8>(this.out.length / <i32>UNIT_REC * <i32>DWO_REC);
+      memory.copy(changetype<usize>(grown), changetype<usize>(this.dwoOut), <usize>this.count * DWO_REC);
+      this.dwoOut = grown;
+    }
     const p = changetype<usize>(this.out) + <usize>this.count * UNIT_REC;
     memory.fill(p, 0, UNIT_REC);
+    memory.fill(changetype<usize>(this.dwoOut) + <usize>this.count * DWO_REC, 0, DWO_REC);
     this.count++;
     return p;
   }

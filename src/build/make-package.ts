@@ -17,7 +17,7 @@ import { Assembler, type Root } from "./assemble.js";
 import type { BuildDiff } from "./build-diff.js";
 import { EarlierPatch } from "./earlier.js";
 import { BuildError } from "./errors.js";
-import { checkFlags, readFlags } from "./flags.js";
+import { checkAgainstTarget, checkFlags, readFlags } from "./flags.js";
 import { proveIdentity, type Proven } from "./identity.js";
 import { ObjectFile } from "./object-file.js";
 import type { ObjectPair } from "./objects.js";
@@ -71,7 +71,7 @@ export function makePackage(core: Core, request: PackageRequest): PackageResult 
     const asm = new Assembler(target, earlier);
     const proofs = new Map<string, Proven>(); // function key -> proof of its original
     if (request.replace) {
-      replacementUnit(target, asm, open(request.replace.object, path.basename(request.replace.object)), request.replace.functions, proofs, earlier);
+      notes.push(...replacementUnit(core, target, asm, open(request.replace.object, path.basename(request.replace.object)), request.replace.functions, proofs, earlier));
     } else {
       if (!request.diff) throw new BuildError("package", "no diff and no replacement: nothing to package");
       for (const { pair, diff } of request.diff.results) {
@@ -82,7 +82,7 @@ export function makePackage(core: Core, request: PackageRequest): PackageResult 
         // The compile flags, before the proof: a refusal then names the options that differ.
         if (original) {
           const t = target.recordedFlags();
-          notes.push(...checkFlags(pair.name, readFlags(core, original.elf), readFlags(core, obj.elf), t.flags, t.from));
+          notes.push(...checkFlags(pair.name, readFlags(core, original.elf, original.path), readFlags(core, obj.elf, obj.path), t.flags, t.from));
         }
         const roots: Root[] = [];
         for (const c of changes) {
@@ -173,8 +173,10 @@ function fillOriginal(f: PatchFunction, proofs: Map<string, Proven>, target: Tar
   void target;
 }
 
-function replacementUnit(target: TargetImage, asm: Assembler, obj: ObjectFile, functions: Replacement[], proofs: Map<string, Proven>, earlier: EarlierPatch | undefined): void {
+/** Replacement mode: the object's functions as the target's; returns the notes of its flags check. */
+function replacementUnit(core: Core, target: TargetImage, asm: Assembler, obj: ObjectFile, functions: Replacement[], proofs: Map<string, Proven>, earlier: EarlierPatch | undefined): string[] {
   const roots: Root[] = [];
+  const files = new Set<string>(); // the source files of the replaced statics
   for (const r of functions) {
     earlier?.checkNotAdded(obj.name, r.old);
     if (CLONE_RE.test(r.old)) {
@@ -199,6 +201,7 @@ function replacementUnit(target: TargetImage, asm: Assembler, obj: ObjectFile, f
       t = locals.length ? target.find(r.old, true, locals[0].file >= 0 ? target.index.get(locals[0].file).name : undefined) : undefined;
     }
     if (!t || t.sym.type !== STT_FUNC) throw new BuildError("replace", `the target ${target.file} has no function ${r.old}`);
+    if (t.local?.file) files.add(t.local.file);
     const bytes = target.bytesAt(t.sym.value, Number(t.sym.size));
     if (!bytes || t.sym.size === 0n) throw new BuildError("replace", `${r.old}: its code is not in ${target.file}`);
     proofs.set(key(r.old, t), { site: new Uint8Array(bytes.subarray(0, Math.min(16, bytes.length))), sha256: createHash("sha256").update(bytes).digest("hex") });
@@ -208,5 +211,11 @@ function replacementUnit(target: TargetImage, asm: Assembler, obj: ObjectFile, f
     if (oldCold || newCold) pieces.push({ name: `${r.old}.cold`, symbol: newCold, original: oldCold });
     roots.push({ kind: "replace", symbol: sym, replaces: { name: r.old, target: t }, pieces });
   }
+  // The compile flags, as in diff mode (flags.ts): the object's compile unit against the
+  // target's of its name, else of the replaced statics' files, else against every unit
+  // of the target (a function written elsewhere: one unit compiled alike suffices).
+  const t = target.recordedFlags();
+  const notes = checkAgainstTarget(obj.name, readFlags(core, obj.elf, obj.path), t.flags, t.from, { files: [...files], anyUnit: true });
   asm.add({ obj, roots, selfContained: true });
+  return notes;
 }

@@ -138,6 +138,7 @@ interface DiffExports {
   diff_refusals(h: number, first: number, count: number, out: number): number;
   diff_line_sites(h: number, first: number, count: number, out: number): number;
   diff_units(elf: number, out: number, cap: number): number;
+  diff_units_dwo(elf: number, out: number, cap: number): number;
 }
 
 /** Codes of assembly/error.ts for the diff. */
@@ -318,6 +319,10 @@ export interface CompileUnit {
   name?: string; // DW_AT_name: the primary source file as given to the compiler
   producer?: string; // DW_AT_producer: "GNU C17 12.2.0 -mtune=generic -march=x86-64 -g -O2 ..."
   compDir?: string; // DW_AT_comp_dir
+  /** Split DWARF (diff_units_dwo): the .dwo a skeleton names (DW_AT_dwo_name, DW_AT_GNU_dwo_name), relative to compDir. */
+  dwoName?: string;
+  /** Split DWARF: the id a skeleton and its split unit share (unit header in DWARF 5, DW_AT_GNU_dwo_id in 4). */
+  dwoId?: bigint;
 }
 
 /**
@@ -332,7 +337,7 @@ export function compileUnits(core: Core, elf: ElfReader): CompileUnit[] {
     const e = core.lastError();
     throw new CoreError(e.code, `${elf.name}: ${e.message}`);
   }
-  return records(core, 40, n, (out) => x.diff_units(elf.handle, out, n), (v, o): CompileUnit => {
+  const units = records(core, 40, n, (out) => x.diff_units(elf.handle, out, n), (v, o): CompileUnit => {
     const flags = v.getUint8(o + 11);
     const u: CompileUnit = { offset: Number(v.getBigUint64(o, true)), version: v.getUint16(o + 8, true), unitType: v.getUint8(o + 10) };
     if (flags & 1) u.name = core.string(v.getUint32(o + 12, true), v.getUint32(o + 16, true));
@@ -340,4 +345,12 @@ export function compileUnits(core: Core, elf: ElfReader): CompileUnit[] {
     if (flags & 4) u.compDir = core.string(v.getUint32(o + 28, true), v.getUint32(o + 32, true));
     return u;
   });
+  if (units.length) {
+    records(core, 24, n, (out) => x.diff_units_dwo(elf.handle, out, n), (v, o, i) => {
+      const flags = v.getUint32(o + 16, true);
+      if (flags & 1) units[i].dwoName = core.string(v.getUint32(o, true), v.getUint32(o + 4, true));
+      if (flags & 2) units[i].dwoId = v.getBigUint64(o + 8, true);
+    });
+  }
+  return units;
 }
