@@ -1616,6 +1616,13 @@ int wait_return(struct thread *t, uint64_t addr, uint64_t sp, uint32_t timeout_m
     }
   }
   *elapsed = now_ns() - start;
+  /* It returned, then exited (both events drained in one go): the hit counts. The
+     entry of a dead thread stays valid until threads_compact(), at the next request. */
+  if (t->dead) {
+    *hit = t->hw_hit;
+    *rsp = t->hw_rsp;
+    return 0;
+  }
   t = thread_find(tid);
   if (!t || t->dead) return 0;
   /* disarm: the thread must be stopped for PTRACE_POKEUSER */
