@@ -207,15 +207,38 @@ describe("makePackage: compressed debug sections", () => {
     ]);
   });
 
+  it("a stripped target whose debug file (found by build-id) is compressed, as Debian's dbgsym files are", () => {
+    const p = program(["-O2", "-g", ...SECTIONS], ["-O1", "-g", ...SECTIONS]);
+    const stripped = `${p.target}.stripped`;
+    execFileSync("strip", ["--strip-debug", "-o", stripped, p.target]);
+    const id = /Build ID: ([0-9a-f]+)/.exec(run("readelf", ["-n", p.target]))![1];
+    const debugRoot = scratch.path(`zdebug${n}`);
+    const debug = path.join(debugRoot, ".build-id", id.slice(0, 2), `${id.slice(2)}.debug`);
+    fs.mkdirSync(path.dirname(debug), { recursive: true });
+    execFileSync("objcopy", ["--only-keep-debug", "--compress-debug-sections=zlib", p.target, debug]);
+    expect(compressed(debug)).toContain(".debug_info");
+    expect(refusal(() => build({ ...p, target: stripped }, debugRoot))).toBe(TARGET_DIFFERS(stripped, undefined, `DW_AT_producer of ${debug}`));
+  });
+
   it("a damaged compressed section: a note naming the file and the section, no crash", () => {
     const p = program(["-O2", "-g", "-gz", ...SECTIONS], ["-O2", "-g"]);
     const obj = path.join(p.original, "fix.o");
     const info = run("readelf", ["-SW", obj]).split("\n").find((l) => / \.debug_info /.test(l))!;
     const offset = parseInt(info.trim().split(/\s+/)[4], 16);
     const bytes = fs.readFileSync(obj);
+    const note = (why: string) => new RegExp(`^fix\\.o: flags not compared with the target's: its debug information cannot be read \\(${obj.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&")}: \\.debug_info ${why}\\)$`);
+    // Elf64_Chdr.ch_size smaller than what the stream holds: inflating stops there.
+    const small = Buffer.from(bytes);
+    small.writeBigUInt64LE(16n, offset + 8);
+    fs.writeFileSync(obj, small);
+    expect(build(p).notes).toEqual([expect.stringMatching(note("cannot be inflated: .+"))]);
+    // Larger: the inflated size is checked against it.
+    small.writeBigUInt64LE(1n << 20n, offset + 8);
+    fs.writeFileSync(obj, small);
+    expect(build(p).notes).toEqual([expect.stringMatching(note(`inflates to \\d+ bytes, its Elf64_Chdr says ${1 << 20}`))]);
     bytes.fill(0x55, offset + 24 + 2, offset + 24 + 12); // inside the zlib stream, after its 2-byte header
     fs.writeFileSync(obj, bytes);
-    expect(build(p).notes).toEqual([expect.stringMatching(new RegExp(`^fix\\.o: flags not compared with the target's: its debug information cannot be read \\(${obj.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&")}: \\.debug_info cannot be inflated: .+\\)$`))]);
+    expect(build(p).notes).toEqual([expect.stringMatching(note("cannot be inflated: .+"))]);
   });
 });
 
@@ -238,6 +261,13 @@ describe("makePackage: split DWARF (-gsplit-dwarf)", () => {
       );
     });
   }
+
+  it("-gz -gsplit-dwarf: the .dwo's own sections compressed, inflated as well", () => {
+    const p = program(["-O2", "-g", "-gz", "-gsplit-dwarf", ...SECTIONS], ["-O1", "-g"]);
+    const dwo = path.join(p.original, "fix.dwo");
+    expect(compressed(dwo)).toContain(".debug_info.dwo");
+    expect(refusal(() => build(p))).toBe(TARGET_DIFFERS(p.target, `DW_AT_producer of the object (from its .dwo ${dwo})`));
+  });
 
   it("a split-DWARF target: its skeletons followed to the .dwo its build left", () => {
     const p = program(["-O2", "-g", ...SECTIONS], ["-O1", "-g", "-gsplit-dwarf"]);

@@ -111,11 +111,11 @@ describe("diff_units: the compile units of an ELF file", () => {
     });
   }
 
-  it("2100 mutations of the debug sections and their relocations: no trap, no read outside the input", () => {
+  it("2800 mutations of the debug sections and their relocations: no trap, no read outside the input", () => {
     gcc(["-O2", "-gdwarf-5", "-ffunction-sections", "-c", "a.c", "-o", "f5.o"]);
     gcc(["-O2", "-gdwarf-4", "-c", "a.c", "-o", "f4.o"]);
     gcc(["-O2", "-gdwarf-5", "-gsplit-dwarf", "-c", "a.c", "-o", "fs.o"]);
-    const e = core.exports as unknown as { memory: WebAssembly.Memory; alloc(n: number): number; free(p: number): void; elf_open(p: number, l: number): number; elf_close(h: number): number; diff_units(h: number, out: number, cap: number): number; core_error_code(): number };
+    const e = core.exports as unknown as { memory: WebAssembly.Memory; alloc(n: number): number; free(p: number): void; elf_open(p: number, l: number): number; elf_close(h: number): number; diff_units(h: number, out: number, cap: number): number; diff_units_dwo(h: number, out: number, cap: number): number; core_error_code(): number };
     let seed = 0x9e3779b9;
     const rand = (n: number) => {
       seed ^= seed << 13;
@@ -125,7 +125,7 @@ describe("diff_units: the compile units of an ELF file", () => {
     };
     let read = 0;
     let ourEnd = 0;
-    for (const file of ["f5.o", "f4.o", "fs.dwo"]) {
+    for (const file of ["f5.o", "f4.o", "fs.dwo", "fs.o"]) {
       const bytes = fs.readFileSync(scratch.path(file));
       const r = new ElfReader(core, bytes, file);
       const secs = r.sections().filter((s) => s.hasData && /^\.(debug_(info|abbrev|str_offsets|str|line_str)|rela\.debug_(info|str_offsets))/.test(s.name));
@@ -162,6 +162,15 @@ describe("diff_units: the compile units of an ELF file", () => {
               if (p || len) expect(p >= ptr && p + len <= ptr + m.length, `${file} mutation ${i}: a string outside the input`).toBe(true);
             }
           }
+          const dwo = e.alloc(n * 24);
+          expect(e.diff_units_dwo(h, dwo, n)).toBe(n);
+          const w = new DataView(e.memory.buffer);
+          for (let u = 0; u < n; u++) {
+            const p = w.getUint32(dwo + u * 24, true);
+            const len = w.getUint32(dwo + u * 24 + 4, true);
+            if (p || len) expect(p >= ptr && p + len <= ptr + m.length, `${file} mutation ${i}: a dwo name outside the input`).toBe(true);
+          }
+          e.free(dwo);
           e.free(out);
           read++;
         }

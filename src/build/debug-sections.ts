@@ -24,6 +24,7 @@
 //
 // Section headers: ELF64, e_shoff u64 at 0x28, e_shentsize u16 at 0x3a; Elf64_Shdr:
 // 0 sh_name u32, 8 sh_flags u64, 24 sh_offset u64, 32 sh_size u64, 48 sh_addralign u64.
+import { constants as bufferConstants } from "node:buffer";
 import * as zlib from "node:zlib";
 import type { ElfReader } from "../core/elf.js";
 
@@ -43,6 +44,12 @@ export type Inflated =
   | { kind: "inflated"; bytes: Uint8Array; sections: string[] }
   /** A section that cannot be inflated here: why, naming the section and the compression. */
   | { kind: "unreadable"; reason: string };
+
+/** Inflates a zlib stream to at most the size its header declares (a damaged or hostile header cannot make it allocate more). */
+function inflateTo(stream: Uint8Array, size: bigint): Buffer {
+  if (size > BigInt(bufferConstants.MAX_LENGTH)) throw new Error(`it declares ${size} bytes`);
+  return zlib.inflateSync(stream, { maxOutputLength: Math.max(1, Number(size)) });
+}
 
 /** zstd in this Node (zlib.zstdDecompressSync, Node 22.15/23.8 and later), if any. */
 function zstdInflate(): ((b: Uint8Array) => Buffer) | undefined {
@@ -72,7 +79,7 @@ export function inflateDebugSections(elf: ElfReader, file: string): Inflated {
           return { kind: "unreadable", reason: `${what} does not start with "ZLIB" and its size (a .zdebug section)` };
         }
         const size = Buffer.from(raw).readBigUInt64BE(4);
-        data = zlib.inflateSync(raw.subarray(12));
+        data = inflateTo(raw.subarray(12), size);
         if (BigInt(data.length) !== size) return { kind: "unreadable", reason: `${what} inflates to ${data.length} bytes, its header says ${size}` };
       } else {
         if (raw.length < CHDR_SIZE) return { kind: "unreadable", reason: `${what} is compressed (SHF_COMPRESSED) but shorter than its Elf64_Chdr` };
@@ -80,7 +87,7 @@ export function inflateDebugSections(elf: ElfReader, file: string): Inflated {
         const type = v.getUint32(0, true);
         const size = v.getBigUint64(8, true);
         if (type === ELFCOMPRESS_ZLIB) {
-          data = zlib.inflateSync(raw.subarray(CHDR_SIZE));
+          data = inflateTo(raw.subarray(CHDR_SIZE), size);
         } else if (type === ELFCOMPRESS_ZSTD) {
           const zstd = zstdInflate();
           if (!zstd) {
