@@ -51,8 +51,9 @@ async function sharing(): Promise<Sharing> {
   procs.push(p);
   return p;
 }
-function pass(): SharerPass {
-  const p = new SharerPass();
+/** A SharerPass that takes a new pass after any break (the default gives up when a pass served fewer than 16 attaches). */
+function pass(opts: { minServed?: number } = { minServed: 0 }): SharerPass {
+  const p = new SharerPass(opts);
   passes.push(p);
   return p;
 }
@@ -234,5 +235,24 @@ describe("attach with a pass", () => {
     const b = await t.attach(p.pid, { pass: sp });
     await t.detach();
     expect(sp.stats.passes + (b.sharerCheck.full ? 1 : 0)).toBeGreaterThanOrEqual(2);
+  });
+
+  it("SharerPass: gives up (every process compared) when a pass breaks before it served 16 attaches", async () => {
+    const p = await sharing();
+    const sp = pass({});
+    const t = tracer();
+    await t.attach(p.pid, { pass: sp });
+    await t.detach();
+    const until = Date.now() + 50; // the event loop blocked: the cursor unseen for longer than the gap
+    while (Date.now() < until) {
+      // busy
+    }
+    for (let i = 0; i < 2; i++) {
+      const a = await t.attach(p.pid, { pass: sp });
+      expect(a.sharerCheck.full).toBe(true);
+      await t.detach();
+    }
+    expect(sp.stats.passes).toBe(1);
+    expect(sp.stats.noPass).toMatch(/^the pass over \/proc held for \d attaches only/);
   });
 });

@@ -24,6 +24,10 @@ const HEARTBEAT_MS = 4;
 /** Passes per run at most (a pass costs n log n kcmp calls; a machine that stalls us past
  * the gap again and again gets the comparison with every process instead). */
 const MAX_PASSES = 4;
+/** A new pass only after the last one served this many attaches: a pass costs about as
+ * many kcmp calls as log2(processes) + 2 comparisons with every process, so one that the
+ * machine breaks sooner does not pay for itself. */
+const MIN_SERVED = 16;
 
 export interface SharerPassStats {
   /** passes taken */
@@ -47,17 +51,30 @@ export class SharerPass {
   private seenNs = 0n;
   private stale = true;
   private taking?: Promise<void>;
+  private served = 0;
   /** why no pass could be taken */
   failed?: Error;
   private timer?: ReturnType<typeof setInterval>;
   private fd = -1;
   private readonly buf = Buffer.alloc(32);
   readonly stats: SharerPassStats = { passes: 0, fromPass: 0, full: 0, checked: 0, passKcmps: 0, passNs: 0 };
+  private readonly minServed: number;
+  private readonly maxPasses: number;
+
+  /** `minServed`, `maxPasses`: see MIN_SERVED and MAX_PASSES (tests lower them). */
+  constructor(opts: { minServed?: number; maxPasses?: number } = {}) {
+    this.minServed = opts.minServed ?? MIN_SERVED;
+    this.maxPasses = opts.maxPasses ?? MAX_PASSES;
+  }
 
   /** The hint for an attach of `pid`, taking a pass with `take` first when there is none or it is stale; undefined: `pid` is not in the pass (compare with every process). */
   async hint(pid: number, take: () => Promise<NativeVmPass>): Promise<NativeAttachPass | undefined> {
     while (this.stale || !this.pass) {
-      if (this.failed || this.stats.passes >= MAX_PASSES) {
+      if (this.pass && this.served < this.minServed && !this.failed) {
+        this.failed = new Error(`the pass over /proc held for ${this.served} attaches only (the pid cursor went unseen for longer than ${this.pass.gapNs / 1e6} ms): every later attach compares with every process`);
+        this.stats.noPass = this.failed.message;
+      }
+      if (this.failed || this.stats.passes >= this.maxPasses) {
         this.stats.full++;
         return undefined;
       }
@@ -86,6 +103,7 @@ export class SharerPass {
       return; // else the target is newer than the pass
     }
     this.stats.fromPass++;
+    this.served++;
     if (c.seenPid >= 0) this.see(c.seenPid, c.seenNs);
   }
 
@@ -111,6 +129,7 @@ export class SharerPass {
       i = j;
     }
     this.pass = p;
+    this.served = 0;
     this.groups = groups;
     this.seenPid = p.seenPid;
     this.seenNs = p.seenNs;
