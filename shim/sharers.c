@@ -194,7 +194,8 @@ static bool in_interval(long q, long lo, long hi) {
 
 /* How long the cursor may go unobserved (see the file comment). */
 uint64_t pass_gap_ns(long pid_max) {
-  long cpus = sysconf(_SC_NPROCESSORS_CONF);
+  static long cpus; /* sysconf counts /sys/devices/system/cpu entries: ~50 us, so once */
+  if (!cpus) cpus = sysconf(_SC_NPROCESSORS_CONF);
   if (cpus < 1) cpus = 1;
   return (uint64_t)(pid_max / 4) * PASS_ALLOC_NS / (uint64_t)cpus;
 }
