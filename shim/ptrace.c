@@ -46,10 +46,34 @@
  *   the step reports SIGTRAP at syscall exit, rip = site + 2. Nothing is written
  *   to the target's text, no int3 is ever used.
  * - A hardware breakpoint (DR0..DR3 + DR7 through PTRACE_POKEUSER) is per
- *   thread, not inherited by new threads, and outlives its tracer: it is armed
- *   only inside wait_return() and disarmed before that returns, EOF included.
- *   An execute breakpoint reports SIGTRAP with si_code TRAP_HWBKPT; the kernel
- *   sets RF so continuing does not trap again on the same instruction.
+ *   thread and outlives its tracer: it is armed only inside wait_return() and
+ *   disarmed before that returns, EOF included. An execute breakpoint reports
+ *   SIGTRAP with si_code TRAP_HWBKPT; the kernel sets RF so continuing does not
+ *   trap again on the same instruction. (arch/x86/kernel/ptrace.c,
+ *   kernel/events/hw_breakpoint.c, kernel/exit.c)
+ *   - Each slot is a perf event of the thread (thread.ptrace_bps[i]); writing
+ *     DR7 enables or disables the slots' events (ptrace_write_dr7), and only a
+ *     write that succeeded is remembered in thread.ptrace_dr7, which is what
+ *     PTRACE_PEEKUSER returns for DR7. DR0..3 read the slot's address, 0 when
+ *     the slot has no event. So DR7 reading back 0 means every slot is off.
+ *   - PTRACE_PEEKUSER/POKEUSER need the thread in a ptrace-stop
+ *     (ptrace_check_attach): ESRCH otherwise, also once SIGKILL is pending.
+ *   - A new thread gets no breakpoint: clone copies the task_struct and
+ *     copy_thread() zeroes ptrace_bps, but not ptrace_dr7. A thread created while
+ *     its creator had DR7 = 1 reads DR7 = 0x1 with DR0 = 0 and never traps
+ *     (measured on 6.18): a copy without a breakpoint, cleared at its first stop.
+ *   - A detach does not disarm (ptrace_disable() on x86 only clears
+ *     single-step), nor does the tracer's exit (exit_ptrace() in exit_notify(),
+ *     before the tracer is a zombie, unlinks every tracee under tasklist_lock).
+ *     An armed thread left behind gets SIGTRAP (TRAP_HWBKPT) the next time it
+ *     executes the address, with no tracer to take it: the default action kills
+ *     the process. Hence DR7 is read back 0 before any thread is let go.
+ *   - Only a thread's exit takes its breakpoints away (exit_thread ->
+ *     flush_ptrace_hw_breakpoint): a thread that exited needs no disarming.
+ *   - PTRACE_INTERRUPT of a thread in uninterruptible sleep (D) is pending until
+ *     the thread returns towards user space, where get_signal() stops it before
+ *     any user instruction runs: such a thread cannot reach a breakpoint before
+ *     it stops for us. We wait for it (bounded) rather than let it go armed.
  * - process_vm_readv/writev need no stop and move many ranges in one call but
  *   fail with EFAULT on pages without the access (text is not writable);
  *   /proc/PID/mem reads and writes through page protections (FOLL_FORCE).
@@ -89,6 +113,7 @@
 
 #define SEIZE_OPTIONS (PTRACE_O_TRACECLONE | PTRACE_O_TRACEEXEC)
 #define DR_OFFSET(i) (offsetof(struct user, u_debugreg) + (i) * sizeof(long))
+#define E_STOP_FAILED (-1) /* hw_disarm: the thread could not be stopped */
 
 struct session S = {.memfd = -1};
 extern int g_sigfd;
@@ -368,8 +393,12 @@ static int release_pending(struct thread *t) {
 }
 
 static void fix_epoll_eintr(struct thread *t, int sig);
-static void hw_disarm(struct thread *t);
-static void hw_clear(struct thread *t);
+static int hw_clear(struct thread *t, bool full);
+static int hw_disarm(struct thread *t, uint64_t deadline);
+
+/* A breakpoint was armed since attach: threads born from now on may carry a
+ * copy of their creator's DR7 (hw_stale; see the file comment). */
+static bool hw_session;
 
 /* Is this SIGTRAP stop our hardware breakpoint? Records a hit when it is. */
 static bool own_hw_trap(struct thread *t, int status) {
@@ -392,6 +421,21 @@ void on_event(pid_t tid, int status) {
     return;
   }
   if (!WIFSTOPPED(status)) return;
+  if (!t && !S.pid) {
+    /* a thread that did not stop for detach_all(), stopping now: let it go with
+       the signal of a signal-delivery-stop, unless that is the trap of a
+       breakpoint detach_all() could not disarm: then disarm it and drop it */
+    int sig = WSTOPSIG(status), ev = (unsigned)status >> 16;
+    siginfo_t si;
+    if (ev != 0 || sig == (SIGTRAP | 0x80)) {
+      sig = 0;
+    } else if (sig == SIGTRAP && ptrace(PTRACE_GETSIGINFO, tid, 0, &si) == 0 && si.si_code == TRAP_HWBKPT) {
+      ptrace(PTRACE_POKEUSER, tid, DR_OFFSET(7), 0);
+      sig = 0;
+    }
+    ptrace(PTRACE_DETACH, tid, 0, sig);
+    return;
+  }
   if (!t) {
     /* auto-attached by PTRACE_O_TRACECLONE before its creator's event was seen */
     t = thread_add(tid, tgid_of(tid));
@@ -401,6 +445,7 @@ void on_event(pid_t tid, int status) {
     }
     struct thread *g = thread_find(t->tgid);
     t->sharer = g ? g->sharer : t->tgid != S.pid;
+    t->hw_stale = hw_session;
   }
   if (t->expect_stop) {
     t->expect_stop = false;
@@ -412,6 +457,11 @@ void on_event(pid_t tid, int status) {
   t->sigstop = 0;
   t->regs_valid = false;
   t->stop_seq++;
+  /* born in a session that armed a breakpoint: its DR7 may be a copy of its
+     creator's, without a breakpoint behind it (file comment); set it to 0 at its
+     first stop so no one takes it for an armed one. Its DR0 is left alone (a
+     write there would register an event). */
+  if (t->hw_stale && hw_clear(t, false) == 0) t->hw_stale = false;
   int sig = WSTOPSIG(status);
   int ev = (unsigned)status >> 16;
   bool held = S.world_stopped || t->held;
@@ -425,6 +475,7 @@ void on_event(pid_t tid, int status) {
       struct thread *c = thread_add((pid_t)child, t->tgid);
       if (c) {
         c->sharer = t->sharer;
+        c->hw_stale = hw_session;
         c->expect_stop = true;
         S.nexpect++;
       }
@@ -533,36 +584,68 @@ int check_usable(void) {
   return 0;
 }
 
+/* Is the tracer `pid` on its way out (gone, a zombie, or PF_EXITING set)? Its
+ * tracees are all let go in exit_notify() (exit_ptrace), before it is a zombie. */
+static bool tracer_exiting(long pid) {
+  char path[64], buf[1024];
+  snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+  if (read_small(path, buf, sizeof buf) < 0) return true;
+  char *rp = strrchr(buf, ')');
+  char state = '?';
+  unsigned flags = 0;
+  if (!rp || sscanf(rp + 1, " %c %*d %*d %*d %*d %*d %u", &state, &flags) != 2) return false;
+  return state == 'Z' || state == 'X' || (flags & 0x4 /* PF_EXITING */);
+}
+
+#define SEIZE_RETRY_MS 1000
+
+/* PTRACE_SEIZE of one task. As root, ptrace_attach() fails with EPERM when the
+ * task has a tracer (task->ptrace) or has exited (exit_state: a zombie thread, or
+ * EXIT_DEAD in the moment before release_task() takes it out of /proc). So after
+ * an EPERM one read of its status file (state and TracerPid of one moment) says
+ * why: gone or exited: skip it; traced by us (auto-attached as a new thread of a
+ * seized one): ours; traced by a live process: ALREADY_TRACED. Traced by a
+ * tracer that is exiting, or by no one any more (its tracer let go between our
+ * seize and our read): seize again, for up to SEIZE_RETRY_MS. */
 static int seize_task(pid_t tgid, pid_t tid, bool sharer, bool *added) {
   *added = false;
   if (thread_find(tid)) return 0;
   char state, wchan[64];
   task_state(tgid, tid, &state, wchan, sizeof wchan);
   if (state == 'Z' || state == 'X') return 0; /* exited, waiting to be reaped */
-  if (ptrace(PTRACE_SEIZE, tid, 0, SEIZE_OPTIONS) < 0) {
+  uint64_t deadline = 0;
+  int tries = 0;
+  while (ptrace(PTRACE_SEIZE, tid, 0, SEIZE_OPTIONS) < 0) {
     int e = errno;
     if (e == ESRCH) return 0; /* exited meanwhile */
-    if (e == EPERM) {
-      /* already ours (auto-attached as a new thread), or exited meanwhile? */
-      char path[64], buf[2048];
-      snprintf(path, sizeof path, "/proc/%d/task/%d/status", tgid, tid);
-      if (read_small(path, buf, sizeof buf) < 0) return 0;
-      long tracer = status_long(buf, "TracerPid", 0);
-      if (tracer == getpid()) {
-        struct thread *t = thread_add(tid, tgid);
-        if (!t) return fail("OUT_OF_MEMORY", tid, "out of memory");
-        t->sharer = sharer;
-        t->expect_stop = true;
-        S.nexpect++;
-        *added = true;
-        return 0;
-      }
-      task_state(tgid, tid, &state, wchan, sizeof wchan);
-      if (state == 'Z' || state == 'X') return 0;
-      if (tracer)
-        return fail("ALREADY_TRACED", tid, "tid %d is already traced by pid %ld", tid, tracer);
+    if (e != EPERM) return fail_sys("ptrace(PTRACE_SEIZE)", tid, e, NULL);
+    char path[64], buf[2048];
+    snprintf(path, sizeof path, "/proc/%d/task/%d/status", tgid, tid);
+    if (read_small(path, buf, sizeof buf) < 0) return 0; /* gone: it was exiting */
+    const char *st = status_field(buf, "State");
+    if (st && (*st == 'Z' || *st == 'X')) return 0;
+    long tracer = status_long(buf, "TracerPid", 0);
+    if (tracer == getpid()) {
+      struct thread *t = thread_add(tid, tgid);
+      if (!t) return fail("OUT_OF_MEMORY", tid, "out of memory");
+      t->sharer = sharer;
+      t->hw_stale = hw_session;
+      t->expect_stop = true;
+      S.nexpect++;
+      *added = true;
+      return 0;
     }
-    return fail_sys("ptrace(PTRACE_SEIZE)", tid, e, NULL);
+    if (tracer && !tracer_exiting(tracer))
+      return fail("ALREADY_TRACED", tid, "tid %d is already traced by pid %ld", tid, tracer);
+    uint64_t now = now_ns();
+    if (!deadline) deadline = now + SEIZE_RETRY_MS * 1000000ull;
+    if (now >= deadline)
+      return fail_sys("ptrace(PTRACE_SEIZE)", tid, EPERM,
+                      "tid %d (state %c) still refused after %d tries in %d ms, %s", tid, st ? *st : '?', tries + 1,
+                      SEIZE_RETRY_MS, tracer ? "its tracer exiting" : "with no tracer");
+    tries++;
+    struct timespec ts = {0, 1000 * 1000};
+    nanosleep(&ts, NULL);
   }
   struct thread *t = thread_add(tid, tgid);
   if (!t) {
@@ -656,6 +739,13 @@ int attach(pid_t pid, uint32_t flags, const struct attach_pass *pass) {
       return fail("ZOMBIE", pid, "pid %d (%s) is a zombie: it has exited and waits for its parent to reap it",
                   pid, name);
   }
+  /* a tracer on its way out lets go of every tracee in exit_notify(): wait for it */
+  for (uint64_t end = now_ns() + SEIZE_RETRY_MS * 1000000ull; tracer && tracer_exiting(tracer) && now_ns() < end;) {
+    struct timespec ts = {0, 1000 * 1000};
+    nanosleep(&ts, NULL);
+    if (read_small(path, status, sizeof status) < 0) return fail("NO_SUCH_PROCESS", pid, "pid %d does not exist", pid);
+    tracer = status_long(status, "TracerPid", 0);
+  }
   if (tracer) {
     char tname[64] = "?", tpath[64], tstatus[2048];
     snprintf(tpath, sizeof tpath, "/proc/%ld/status", tracer);
@@ -727,28 +817,98 @@ failed:;
   return -1;
 }
 
-int detach_all(void) {
-  if (!S.pid) return 0;
-  /* Only stopped threads can be detached (a LISTENing one is not "stopped" for
-     ptrace): stop the world, then detach each with its pending signals. */
-  if (!S.world_stopped && !S.gone && S.n > 0) {
-    uint64_t a, b;
-    if (stop_world(2000, false, &a, &b) < 0) {
-      /* threads that did not stop in time keep running; detach the others */
-    }
-  }
+/* Interrupts every thread not stopped and collects the stops until `timeout_ms`
+ * passes; unlike stop_world(), a thread that does not stop is not a failure and
+ * nothing is resumed. Every stop from now on is held (S.world_stopped). */
+static void stop_for_detach(uint32_t timeout_ms) {
   drain_events();
+  S.world_stopped = true;
   for (int i = 0; i < S.n; i++) {
     struct thread *t = T[i];
-    if (t->dead || !t->stopped) continue;
-    if (t->hw_armed || t->hw_used) hw_disarm(t);
-    if (t->dead || !t->stopped) continue;
-    int sig = release_pending(t);
-    fix_epoll_eintr(t, sig);
-    ptrace(PTRACE_DETACH, t->tid, 0, sig);
-    t->dead = true;
+    if (t->dead || t->stopped) continue;
+    if (ptrace(PTRACE_INTERRUPT, t->tid, 0, 0) < 0 && errno == ESRCH && !task_exists(t->tgid, t->tid)) {
+      thread_dead(t);
+      continue;
+    }
+    if (!t->expect_stop) {
+      t->expect_stop = true;
+      S.nexpect++;
+    }
   }
-  /* threads that never stopped (stuck uninterruptibly) are detached by our exit */
+  uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000u;
+  if (S.nexpect > 0) timer_arm(deadline);
+  while (S.nexpect > 0) {
+    int st;
+    pid_t p = wait_event(-1, deadline, &st);
+    if (p > 0) {
+      on_event(p, st);
+    } else if (p == WAIT_TICK || p == WAIT_TIMEOUT) {
+      for (int i = 0; i < S.n; i++)
+        if (!T[i]->dead && T[i]->expect_stop && !task_exists(T[i]->tgid, T[i]->tid)) thread_dead(T[i]);
+      if (p == WAIT_TIMEOUT) break;
+    } else {
+      for (int i = 0; i < S.n; i++)
+        if (!T[i]->dead && T[i]->expect_stop) thread_dead(T[i]); /* ECHILD: none is ours any more */
+    }
+  }
+  timer_disarm();
+  drain_events();
+}
+
+static void detach_thread(struct thread *t) {
+  int sig = release_pending(t);
+  fix_epoll_eintr(t, sig);
+  ptrace(PTRACE_DETACH, t->tid, 0, sig);
+  t->dead = true;
+}
+
+#define DETACH_STOP_MS 2000
+#define DETACH_ARMED_MS 10000
+
+/* Lets every thread go, each with its held signals and none with a breakpoint of
+ * ours. Only a thread in a ptrace-stop can be detached (a LISTENing one is not),
+ * so the world is stopped first (up to DETACH_STOP_MS).
+ *
+ * A thread whose breakpoint may still be armed (hw_armed: its wait could not
+ * disarm it) is let go only once DR7 reads back 0. It is waited for up to
+ * DETACH_ARMED_MS more, after every other stopped thread has been let go (the
+ * target runs meanwhile): a thread that did not stop is in uninterruptible sleep
+ * and stops before it can run into the address (file comment). One that still
+ * has not stopped then is named on stderr: our exit detaches it armed.
+ *
+ * A thread without one that did not stop stays traced until our exit, when the
+ * kernel detaches it (exit_ptrace): it carries nothing of ours. */
+int detach_all(void) {
+  if (!S.pid) return 0;
+  if (!S.gone && S.n > 0) stop_for_detach(DETACH_STOP_MS);
+  for (int i = 0; i < S.n; i++) {
+    struct thread *t = T[i];
+    if (t->dead || !t->stopped || t->hw_armed) continue;
+    /* a thread that had a breakpoint: DR7 read 0 when its wait ended; cleared
+       again and its queued trap dropped. A newborn's copy of DR7: cleared. */
+    if (t->hw_used || t->hw_stale) hw_disarm(t, now_ns() + 100000000ull);
+    if (t->dead || !t->stopped) continue;
+    detach_thread(t);
+  }
+  uint64_t deadline = now_ns() + (uint64_t)DETACH_ARMED_MS * 1000000u;
+  for (int i = 0; i < S.n; i++) {
+    struct thread *t = T[i];
+    if (t->dead || !t->hw_armed) continue;
+    if (hw_disarm(t, deadline) == 0) {
+      if (!t->dead && t->stopped) detach_thread(t);
+      continue;
+    }
+    struct wire_error e;
+    char msg[1024];
+    save_error(&e, msg, sizeof msg);
+    fprintf(stderr,
+            "patchc-tracer: %s (waited %d s); detached with the breakpoint armed: the process dies of SIGTRAP if "
+            "tid %d executes 0x%llx\n",
+            msg, DETACH_ARMED_MS / 1000, t->tid, (unsigned long long)t->hw_addr);
+    if (!t->dead && t->stopped) detach_thread(t); /* stopped, but DR7 would not clear */
+  }
+  /* threads that never stopped (stuck uninterruptibly) are detached by our exit,
+     or, if we live on for another session, at their next stop (on_event) */
   threads_compact();
   for (int i = 0; i < S.n; i++) {
     ptrace(PTRACE_DETACH, T[i]->tid, 0, 0);
@@ -756,6 +916,7 @@ int detach_all(void) {
   }
   threads_compact();
   S.n = 0;
+  hw_session = false;
   S.nexpect = 0;
   S.world_stopped = false;
   boost(false);
@@ -1529,10 +1690,95 @@ static void drop_queued_hw_trap(struct thread *t) {
   }
 }
 
-static void hw_disarm(struct thread *t) {
-  hw_clear(t);
-  t->hw_armed = false;
-  drop_queued_hw_trap(t);
+/* DR7 as PTRACE_PEEKUSER reads it (thread.ptrace_dr7); -1 with errno on failure. */
+static int peek_dr7(struct thread *t, uint64_t *dr7) {
+  errno = 0;
+  long v = ptrace(PTRACE_PEEKUSER, t->tid, DR_OFFSET(7), 0);
+  if (v == -1 && errno) return -1;
+  *dr7 = (uint64_t)v;
+  return 0;
+}
+
+/* Turns every slot off (DR7 = 0) and reads DR7 back: 0 when it reads 0, else -1
+ * with errno (EIO when the write "succeeded" but DR7 still reads non-zero). With
+ * `full`, DR0 and DR6 are cleared too (not needed for safety once DR7 is 0: they
+ * only keep the next reader from seeing our address and hit; DR0 is written only
+ * for a thread that had a breakpoint, since writing DR0 of a slot without an
+ * event registers a new, disabled one). The thread is in a ptrace-stop. */
+static int hw_clear(struct thread *t, bool full) {
+  if (ptrace(PTRACE_POKEUSER, t->tid, DR_OFFSET(7), 0) < 0) return -1;
+  uint64_t dr7;
+  if (peek_dr7(t, &dr7) < 0) return -1;
+  if (dr7 != 0) {
+    errno = EIO;
+    return -1;
+  }
+  if (full) {
+    ptrace(PTRACE_POKEUSER, t->tid, DR_OFFSET(0), 0);
+    ptrace(PTRACE_POKEUSER, t->tid, DR_OFFSET(6), 0);
+  }
+  return 0;
+}
+
+/* Disarms t's breakpoint for sure: DR7 = 0 read back 0, then a TRAP_HWBKPT
+ * SIGTRAP still queued is dropped. The thread must be in a ptrace-stop for
+ * that: one we believed stopped but is not (ESRCH: woken by a SIGKILL, or our
+ * bookkeeping is wrong) is interrupted and waited for again, until `deadline`.
+ * 0 when disarmed, or when the thread exited (its breakpoints went with it);
+ * -1 (DISARM_FAILED) when it could not be stopped or DR7 would not read 0 by
+ * then: hw_armed stays set so detach_all() tries again. The thread is left
+ * stopped and held (unless it exited or could not be stopped): a held thread is
+ * not resumed by resume_all(), so one whose DR7 would not clear stays stopped,
+ * where it cannot run into the address, until detach_all(). */
+static int hw_disarm(struct thread *t, uint64_t deadline) {
+  int e = 0;
+  for (;;) {
+    if (t->dead) break;
+    if (!t->stopped) {
+      uint64_t now = now_ns();
+      uint32_t ms = deadline > now ? (uint32_t)((deadline - now + 999999) / 1000000) : 1;
+      if (stop_thread(t, ms) < 0) {
+        e = E_STOP_FAILED;
+        if (t->dead || now_ns() >= deadline) break;
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        continue;
+      }
+    }
+    if (hw_clear(t, t->hw_used) == 0) {
+      t->hw_armed = false;
+      t->hw_stale = false;
+      drop_queued_hw_trap(t);
+      return 0;
+    }
+    e = errno;
+    if (e == ESRCH) {
+      /* not in a ptrace-stop after all: gone, or to be stopped again */
+      if (!task_exists(t->tgid, t->tid)) {
+        thread_dead(t);
+        break;
+      }
+      t->stopped = false;
+    }
+    if (now_ns() >= deadline) break;
+    if (e != ESRCH) {
+      struct timespec ts = {0, 10 * 1000 * 1000};
+      nanosleep(&ts, NULL);
+    }
+  }
+  if (t->dead) {
+    t->hw_armed = false;
+    t->hw_stale = false;
+    return 0;
+  }
+  char st, wchan[64];
+  task_state(t->tgid, t->tid, &st, wchan, sizeof wchan);
+  if (e == E_STOP_FAILED)
+    return fail("DISARM_FAILED", t->tid,
+                "could not stop tid %d (state %c, in %s) to disarm its breakpoint at 0x%llx", t->tid, st, wchan,
+                (unsigned long long)t->hw_addr);
+  return fail("DISARM_FAILED", t->tid, "could not clear DR7 of tid %d (state %c, in %s): %s", t->tid, st, wchan,
+              strerrorname_np(e) ? strerrorname_np(e) : "?");
 }
 
 static int hw_set(struct thread *t, uint64_t addr) {
@@ -1547,12 +1793,6 @@ static int hw_set(struct thread *t, uint64_t addr) {
   return 0;
 }
 
-static void hw_clear(struct thread *t) {
-  ptrace(PTRACE_POKEUSER, t->tid, DR_OFFSET(7), 0);
-  ptrace(PTRACE_POKEUSER, t->tid, DR_OFFSET(0), 0);
-  ptrace(PTRACE_POKEUSER, t->tid, DR_OFFSET(6), 0);
-}
-
 /* Arms an execute breakpoint at `addr` in thread t (stopped with the rest of the
  * world), resumes the world and waits until t executes `addr` with rsp > sp (its
  * frame has returned; sp 0: any), the timeout passes, or patchc goes away (EOF).
@@ -1565,14 +1805,12 @@ int wait_return(struct thread *t, uint64_t addr, uint64_t sp, uint32_t timeout_m
   *rsp = 0;
   if (!S.world_stopped || !t->stopped)
     return fail("NOT_STOPPED", t->tid, "waiting for a return needs the world stopped (stopWorld first)");
-  uint64_t dr7 = 0;
-  errno = 0;
-  long v = ptrace(PTRACE_PEEKUSER, t->tid, DR_OFFSET(7), 0);
-  if (v == -1 && errno) return fail_sys("ptrace(PTRACE_PEEKUSER)", t->tid, errno, "DR7");
-  dr7 = (uint64_t)v;
+  uint64_t dr7;
+  if (peek_dr7(t, &dr7) < 0) return fail_sys("ptrace(PTRACE_PEEKUSER)", t->tid, errno, "DR7");
   if (dr7 & 0xff)
     return fail("DEBUG_REGS_BUSY", t->tid, "tid %d already has a hardware breakpoint armed (DR7 = 0x%llx)",
                 t->tid, (unsigned long long)dr7);
+  hw_session = true;
   if (hw_set(t, addr) < 0) return -1;
   t->hw_armed = true;
   t->hw_used = true;
@@ -1624,24 +1862,13 @@ int wait_return(struct thread *t, uint64_t addr, uint64_t sp, uint32_t timeout_m
     return 0;
   }
   t = thread_find(tid);
-  if (!t || t->dead) return 0;
-  /* disarm: the thread must be stopped for PTRACE_POKEUSER */
-  if (stop_thread(t, 2000) == 0) {
-    hw_disarm(t);
-    *hit = t->hw_hit;
-    *rsp = t->hw_rsp;
-    release_thread(t);
-    return 0;
-  }
-  /* it did not stop (uninterruptible sleep): it cannot run into the breakpoint
-     while asleep; keep trying until it stops */
-  for (int i = 0; i < 100 && !t->dead; i++) {
-    if (stop_thread(t, 100) == 0) {
-      hw_disarm(t);
-      *hit = t->hw_hit;
-      release_thread(t);
-      return 0;
-    }
-  }
-  return fail("DISARM_FAILED", tid, "could not stop tid %d to disarm its breakpoint", tid);
+  if (!t || t->dead) return 0; /* exited: its breakpoint went with it */
+  /* disarm: the thread must be stopped for PTRACE_POKEUSER. One that does not
+     stop at once (uninterruptible sleep) cannot run into the breakpoint before
+     it stops (see the file comment): wait for it, up to 12 s */
+  if (hw_disarm(t, now_ns() + 12000000000ull) < 0) return -1;
+  *hit = t->hw_hit;
+  *rsp = t->hw_hit ? t->hw_rsp : 0;
+  release_thread(t);
+  return 0;
 }

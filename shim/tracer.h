@@ -53,6 +53,7 @@ struct thread {
   struct pending_signal *pending; /* signals dequeued while we hold it, oldest first */
   bool hw_armed, hw_hit; /* wait_return's breakpoint */
   bool hw_used;          /* it had one: a TRAP_HWBKPT SIGTRAP of this thread is ours */
+  bool hw_stale;         /* born in a session that armed one: may read its creator's DR7 (ptrace.c) */
   uint64_t hw_addr, hw_sp, hw_rsp;
   bool regs_valid;
   struct user_regs_struct regs;

@@ -1,7 +1,7 @@
 // Helpers of the shim tests: compile the C fixtures with gcc -O2 into a temp dir,
 // run test/fixtures/shim/target.c and talk to it (it reports its own invariants).
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -123,6 +123,27 @@ export function tracerPidOf(pid: number): number {
   } catch {
     return -1;
   }
+}
+
+/** The threads of a process that have a tracer (TracerPid not 0), each with its tracer. */
+export function tracedThreads(pid: number): Array<{ tid: number; tracer: number }> {
+  let tids: string[];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return [];
+  }
+  const out = [];
+  for (const t of tids) {
+    let tracer = 0;
+    try {
+      tracer = Number(/^TracerPid:\s*(\d+)/m.exec(readFileSync(`/proc/${pid}/task/${t}/status`, "utf8"))?.[1] ?? 0);
+    } catch {
+      continue; /* exited meanwhile */
+    }
+    if (tracer !== 0) out.push({ tid: Number(t), tracer });
+  }
+  return out;
 }
 
 export function alive(pid: number): boolean {
