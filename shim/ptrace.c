@@ -584,17 +584,24 @@ int check_usable(void) {
   return 0;
 }
 
-/* Is the tracer `pid` on its way out (gone, a zombie, or PF_EXITING set)? Its
- * tracees are all let go in exit_notify() (exit_ptrace), before it is a zombie. */
+/* Is the tracer `pid` on its way out: gone, a zombie, exiting (PF_EXITING), or
+ * with a SIGKILL pending (a SIGKILL adds itself to every thread's pending set,
+ * complete_signal(), before the thread runs again to exit)? Its tracees are all
+ * let go in exit_notify() (exit_ptrace), before it is a zombie. */
 static bool tracer_exiting(long pid) {
-  char path[64], buf[1024];
+  char path[64], buf[4096];
   snprintf(path, sizeof path, "/proc/%ld/stat", pid);
   if (read_small(path, buf, sizeof buf) < 0) return true;
   char *rp = strrchr(buf, ')');
   char state = '?';
   unsigned flags = 0;
   if (!rp || sscanf(rp + 1, " %c %*d %*d %*d %*d %*d %u", &state, &flags) != 2) return false;
-  return state == 'Z' || state == 'X' || (flags & 0x4 /* PF_EXITING */);
+  if (state == 'Z' || state == 'X' || (flags & 0x4 /* PF_EXITING */)) return true;
+  snprintf(path, sizeof path, "/proc/%ld/status", pid);
+  if (read_small(path, buf, sizeof buf) < 0) return true;
+  const char *pnd = status_field(buf, "SigPnd"), *shd = status_field(buf, "ShdPnd");
+  uint64_t kill = 1ull << (SIGKILL - 1);
+  return (pnd && (strtoull(pnd, NULL, 16) & kill)) || (shd && (strtoull(shd, NULL, 16) & kill));
 }
 
 #define SEIZE_RETRY_MS 1000

@@ -266,6 +266,32 @@ describe("a breakpoint's wait", () => {
   });
 });
 
+describe("SIGKILL of the tracer itself", () => {
+  // A dying tracer lets go of every tracee in exit_notify() (exit_ptrace), before it
+  // is a zombie; until then its threads read TracerPid = the old tracer. A new
+  // tracer attaching in that moment waits for it (SIGKILL pending, PF_EXITING)
+  // instead of refusing with ALREADY_TRACED or EPERM.
+  it("does not make the attach of the next tracer fail", async () => {
+    const target = await Target.start(["--churn", "--sleepers", "2"]);
+    try {
+      for (let i = 0; i < 30; i++) {
+        const old = Tracer.open();
+        const next = Tracer.open();
+        await old.attach(target.pid);
+        process.kill(old.pid, "SIGKILL");
+        await next.attach(target.pid);
+        expect(tracedThreads(target.pid).every((x) => x.tracer === next.pid)).toBe(true);
+        await next.close();
+        await old.close().catch(() => undefined);
+      }
+      expect(target.alive).toBe(true);
+      expect((await target.report()).violations).toBe(0);
+    } finally {
+      await target.stop();
+    }
+  });
+});
+
 describe("the driver as another user", () => {
   it.runIf(process.getuid?.() === 0)("cannot attach to a root process and says why, without touching it", async () => {
     const target = await Target.start(["--sleepers", "2"]);
