@@ -1814,9 +1814,14 @@ int wait_return(struct thread *t, uint64_t addr, uint64_t sp, uint32_t timeout_m
     return fail("NOT_STOPPED", t->tid, "waiting for a return needs the world stopped (stopWorld first)");
   uint64_t dr7;
   if (peek_dr7(t, &dr7) < 0) return fail_sys("ptrace(PTRACE_PEEKUSER)", t->tid, errno, "DR7");
-  if (dr7 & 0xff)
-    return fail("DEBUG_REGS_BUSY", t->tid, "tid %d already has a hardware breakpoint armed (DR7 = 0x%llx)",
-                t->tid, (unsigned long long)dr7);
+  if (dr7 & 0xff) {
+    uint64_t dr[8];
+    if (debug_regs(t, dr) < 0) memset(dr, 0, sizeof dr);
+    return fail("DEBUG_REGS_BUSY", t->tid,
+                "tid %d already has a hardware breakpoint armed (DR7 = 0x%llx; DR0..3 = 0x%llx 0x%llx 0x%llx 0x%llx)",
+                t->tid, (unsigned long long)dr7, (unsigned long long)dr[0], (unsigned long long)dr[1],
+                (unsigned long long)dr[2], (unsigned long long)dr[3]);
+  }
   hw_session = true;
   if (hw_set(t, addr) < 0) return -1;
   t->hw_armed = true;
