@@ -933,9 +933,10 @@ int detach_all(void) {
   S.gone = S.execed = false;
   S.nsharers = 0;
   txn_reset();
+  /* stops reported meanwhile: on_event() lets each such thread go */
   int st;
-  while (waitpid(-1, &st, __WALL | WNOHANG) > 0) {
-  }
+  pid_t p;
+  while ((p = waitpid(-1, &st, __WALL | WNOHANG)) > 0) on_event(p, st);
   return 0;
 }
 
