@@ -60,7 +60,9 @@ class Driver {
     this.proc.stderr!.on("data", (d) => this.lines.push("stderr " + String(d)));
     this.exited = new Promise((r) => this.proc.once("exit", () => r()));
   }
-  async waitLine(prefix: string, ms = 10000): Promise<string> {
+  // 30 s: a driver is a fresh Node process (the bundle, the addon, the tracer
+  // spawned); on a loaded 2-core machine (load 90) its first line took over 10 s
+  async waitLine(prefix: string, ms = 30000): Promise<string> {
     await until(() => this.lines.some((l) => l.startsWith(prefix)) || this.proc.exitCode !== null, ms, `driver line ${prefix}`);
     const l = this.lines.find((x) => x.startsWith(prefix));
     if (!l) throw new Error(`driver exited: ${this.lines.join("\n")}`);
