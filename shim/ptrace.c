@@ -1265,7 +1265,8 @@ static int read_many(const struct wire_range *r, uint32_t n, uint8_t *out, const
   return 0;
 }
 
-int read_ranges(const struct wire_range *r, uint32_t n, uint8_t *out, uint64_t *got) {
+/* read_many over ranges packed one after the other into out. */
+static int read_packed(const struct wire_range *r, uint32_t n, uint8_t *out, uint64_t *got, bool fallback) {
   uint64_t *offs = malloc((size_t)(n ? n : 1) * sizeof *offs);
   if (!offs) return fail("OUT_OF_MEMORY", 0, "out of memory");
   uint64_t o = 0;
@@ -1273,24 +1274,19 @@ int read_ranges(const struct wire_range *r, uint32_t n, uint8_t *out, uint64_t *
     offs[i] = o;
     o += r[i].len;
   }
-  int rc = read_many(r, n, out, offs, got, true);
+  int rc = read_many(r, n, out, offs, got, fallback);
   free(offs);
   return rc;
+}
+
+int read_ranges(const struct wire_range *r, uint32_t n, uint8_t *out, uint64_t *got) {
+  return read_packed(r, n, out, got, true);
 }
 
 /* The same through process_vm_readv alone: a range stops at the first page the
  * target itself could not read (an unmapped gap, a PROT_NONE guard page). */
 int read_ranges_plain(const struct wire_range *r, uint32_t n, uint8_t *out, uint64_t *got) {
-  uint64_t *offs = malloc((size_t)(n ? n : 1) * sizeof *offs);
-  if (!offs) return fail("OUT_OF_MEMORY", 0, "out of memory");
-  uint64_t o = 0;
-  for (uint32_t i = 0; i < n; i++) {
-    offs[i] = o;
-    o += r[i].len;
-  }
-  int rc = read_many(r, n, out, offs, got, false);
-  free(offs);
-  return rc;
+  return read_packed(r, n, out, got, false);
 }
 
 /* The stack window [rsp, rsp + window) of every live thread, in table order,

@@ -15,7 +15,7 @@ import { ProcessUnwind, SAFETY_STACK_WINDOW, waitTarget, type SafetyVerdict } fr
 import type { Range } from "../src/apply/contract.js";
 import type { RegionHeader } from "../src/apply/region.js";
 import type { FoundRegion } from "../src/apply/status.js";
-import { Tracer, type Span } from "../src/shim/index.js";
+import { Tracer, type Span, type World } from "../src/shim/index.js";
 import { Scratch, run } from "./helpers/gcc.js";
 import { synthEhFrame } from "./helpers/stack.js";
 
@@ -296,15 +296,29 @@ async function checkFixture(
   setup?: (pu: ProcessUnwind) => void,
   regions?: FoundRegion[],
 ): Promise<SafetyVerdict> {
+  return stopped(fx, (tracer) => tracer.stopWorld({ window }), (pu, tracer, world) => pu.check(tracer, world, forbidden, windows), setup, regions);
+}
+
+/**
+ * prepare (before the stop), attach, `stop` (which returns the stopped world), `use`,
+ * resume, detach: always.
+ */
+async function stopped<S extends { world: World } | World, T>(
+  fx: Fixture,
+  stop: (tracer: Tracer, pu: ProcessUnwind) => Promise<S>,
+  use: (pu: ProcessUnwind, tracer: Tracer, world: World, stopped: S) => Promise<T>,
+  setup?: (pu: ProcessUnwind) => void,
+  regions?: FoundRegion[],
+): Promise<T> {
   const maps = parseMaps(readFileSync(`/proc/${fx.pid}/maps`, "utf8"), "maps");
   const pu = ProcessUnwind.prepare(core, { pid: fx.pid, maps }, { regions });
   setup?.(pu);
   const tracer = Tracer.open({ core });
   try {
     await tracer.attach(fx.pid);
-    const world = await tracer.stopWorld({ window });
+    const st = await stop(tracer, pu);
     try {
-      return await pu.check(tracer, world, forbidden, windows);
+      return await use(pu, tracer, "world" in st ? st.world : st, st);
     } finally {
       await tracer.resumeAll();
     }
@@ -724,25 +738,16 @@ describe("ProcessUnwind on a stopped process", () => {
  * world held) and the precise check on the very same stopped world.
  */
 async function proveFixture(fx: Fixture, forbidden: Range[], windows: Range[], maxScan?: number, spans?: Span[]) {
-  const maps = parseMaps(readFileSync(`/proc/${fx.pid}/maps`, "utf8"), "maps");
-  const pu = ProcessUnwind.prepare(core, { pid: fx.pid, maps });
-  const tracer = Tracer.open({ core });
-  try {
-    await tracer.attach(fx.pid);
-    const r = await tracer.stopAndProve(spans ?? pu.proofSpans(forbidden, windows), { window: SAFETY_STACK_WINDOW, maxScan });
-    try {
-      const v = await pu.check(tracer, r.world, forbidden, windows);
+  return stopped(
+    fx,
+    (tracer, pu) => tracer.stopAndProve(spans ?? pu.proofSpans(forbidden, windows), { window: SAFETY_STACK_WINDOW, maxScan }),
+    async (pu, tracer, world, r) => {
+      const v = await pu.check(tracer, world, forbidden, windows);
       // whatever the scan said, it never proves a stop the check refuses
       if (r.proven) expect(v.blockers).toEqual([]);
       return { r, v, sigRanges: pu.sigRanges };
-    } finally {
-      await tracer.resumeAll();
-    }
-  } finally {
-    pu.close();
-    await tracer.detach().catch(() => undefined);
-    await tracer.close();
-  }
+    },
+  );
 }
 
 const PROOF = { pc: 1, word: 2, tooMuch: 4, unreadable: 5, offStack: 10 } as const;

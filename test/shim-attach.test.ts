@@ -3,26 +3,11 @@
 // shim must refuse without touching them.
 import { spawn, spawnSync } from "node:child_process";
 import { closeSync, openSync, readFileSync } from "node:fs";
-import { afterEach, describe, expect, it } from "vitest";
-import { Device, ShimError, TS, Tracer, listTasks } from "../src/shim/index.js";
-import { Target, alive, compile, procStatus, sleep, tracerPidOf, until } from "./helpers/shim.js";
+import { describe, expect, it } from "vitest";
+import { Device, TS, Tracer, listTasks } from "../src/shim/index.js";
+import { Target, alive, compile, perTest, procStatus, rejects, sleep, tracerPidOf, until } from "./helpers/shim.js";
 
-const tracers: Tracer[] = [];
-const targets: Target[] = [];
-function tracer(): Tracer {
-  const t = Tracer.open();
-  tracers.push(t);
-  return t;
-}
-async function target(args: string[]): Promise<Target> {
-  const t = await Target.start(args);
-  targets.push(t);
-  return t;
-}
-afterEach(async () => {
-  for (const t of tracers.splice(0)) await t.close();
-  for (const t of targets.splice(0)) await t.stop();
-});
+const { tracer, target } = perTest();
 
 /** The target's report once `ok` holds for it (polled: signals are handled when the target gets a CPU). */
 async function reportWhen(tg: Target, ok: (r: Awaited<ReturnType<Target["report"]>>) => boolean, timeoutMs = 10_000): Promise<Awaited<ReturnType<Target["report"]>>> {
@@ -51,15 +36,6 @@ function liveTasks(pid: number): number[] {
   });
 }
 
-async function rejects(p: Promise<unknown>): Promise<ShimError> {
-  try {
-    await p;
-  } catch (e) {
-    expect(e).toBeInstanceOf(ShimError);
-    return e as ShimError;
-  }
-  throw new Error("expected a ShimError");
-}
 
 describe("attach and stop the world", () => {
   it("a single-threaded target blocked in read: registers, stack, restart, no trace left", async () => {
@@ -383,8 +359,7 @@ describe("targets the shim refuses", () => {
   });
 
   it("a vfork child shares the address space: refused with the reason", async () => {
-    const tg = await Target.start(["--vfork"], false);
-    targets.push(tg);
+    const tg = await target(["--vfork"], false);
     await tg.line("vforking");
     let child = 0;
     await until(() => {

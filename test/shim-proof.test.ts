@@ -5,30 +5,15 @@
 // a stop that the precise check (src/apply/safety.ts) refuses.
 import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { parseMaps } from "../src/apply/maps.js";
 import { ProcessUnwind } from "../src/apply/safety.js";
 import { nodeCore } from "../src/node/core-file.js";
-import { ShimError, TS, Tracer, mergeSpans } from "../src/shim/index.js";
-import { Target } from "./helpers/shim.js";
+import { ShimError, TS, mergeSpans } from "../src/shim/index.js";
+import { perTest } from "./helpers/shim.js";
 
 const core = nodeCore();
-const tracers: Tracer[] = [];
-const targets: Target[] = [];
-function tracer(): Tracer {
-  const t = Tracer.open({ core });
-  tracers.push(t);
-  return t;
-}
-async function target(args: string[]): Promise<Target> {
-  const t = await Target.start(args);
-  targets.push(t);
-  return t;
-}
-afterEach(async () => {
-  for (const t of tracers.splice(0)) await t.close();
-  for (const t of targets.splice(0)) await t.stop();
-});
+const { tracer, target } = perTest({ core });
 
 const OLD = Uint8Array.of(0xb8, 0x01, 0x00, 0x00, 0x00); // mov eax, 1 (version's first bytes)
 const NEW = Uint8Array.of(0xb8, 0x02, 0x00, 0x00, 0x00); // mov eax, 2

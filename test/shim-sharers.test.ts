@@ -5,11 +5,11 @@
 // process finds: one there at the pass, one created after it (clone(CLONE_VM), vfork).
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { readFileSync } from "node:fs";
-import { ShimError, Tracer, type Attached } from "../src/shim/index.js";
+import { Tracer, type Attached } from "../src/shim/index.js";
 import { SharerPass } from "../src/shim/sharers.js";
 import type { NativeAttachPass, NativeSharerCheck } from "../src/shim/native.js";
 import { LineProcess } from "./helpers/line-process.js";
-import { alive, cleanupScratch, compile, sleep, tracerPidOf } from "./helpers/shim.js";
+import { alive, cleanupScratch, compile, rejects, sleep, tracerPidOf } from "./helpers/shim.js";
 
 /** test/fixtures/shim/sharer-later.c: makes sharers when asked. */
 class Sharing extends LineProcess {
@@ -77,15 +77,6 @@ async function attachFromPass(t: Tracer, pid: number, pass: SharerPass, stopShar
   }
 }
 
-async function rejects(p: Promise<unknown>): Promise<ShimError> {
-  try {
-    await p;
-  } catch (e) {
-    expect(e).toBeInstanceOf(ShimError);
-    return e as ShimError;
-  }
-  throw new Error("expected a ShimError");
-}
 
 const processCount = () => readFileSync("/proc/loadavg", "utf8"); // for messages only
 

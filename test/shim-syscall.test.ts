@@ -2,36 +2,12 @@
 // threads stopped anywhere, blocking syscalls included; seccomp checks before any
 // injection; transactions and their rollback; waiting for a return.
 import { readFileSync, readlinkSync } from "node:fs";
-import { afterEach, describe, expect, it } from "vitest";
-import { MAP, PROT, SYS, ShimError, Tracer, type Regs } from "../src/shim/index.js";
-import { Target, maps, sleep, until } from "./helpers/shim.js";
+import { describe, expect, it } from "vitest";
+import { MAP, PROT, SYS, Tracer, type Regs } from "../src/shim/index.js";
+import { maps, perTest, rejects, sleep, until } from "./helpers/shim.js";
 
-const tracers: Tracer[] = [];
-const targets: Target[] = [];
-function tracer(): Tracer {
-  const t = Tracer.open();
-  tracers.push(t);
-  return t;
-}
-async function target(args: string[]): Promise<Target> {
-  const t = await Target.start(args);
-  targets.push(t);
-  return t;
-}
-afterEach(async () => {
-  for (const t of tracers.splice(0)) await t.close();
-  for (const t of targets.splice(0)) await t.stop();
-});
+const { tracer, target } = perTest();
 
-async function rejects(p: Promise<unknown>): Promise<ShimError> {
-  try {
-    await p;
-  } catch (e) {
-    expect(e).toBeInstanceOf(ShimError);
-    return e as ShimError;
-  }
-  throw new Error("expected a ShimError");
-}
 
 function expectClean(r: { violations: number; messages: string[] }): void {
   expect(r.messages).toEqual([]);

@@ -122,19 +122,17 @@ export const PROOF_REASONS: Record<number, string> = {
 
 export type StopCheckResult =
   | { proven: true; resumed: Resumed; scanNs: number; scanned: number }
-  | {
-      proven: false;
-      /** PROOF_REASONS' text, with the thread and address */
-      why: string;
-      reason: number;
-      tid: number;
-      addr: bigint;
-      where: bigint;
-      scanNs: number;
-      scanned: number;
+  | (Unproven & {
       /** the world, held stopped, as stopWorld returns it */
       world: World;
-    };
+    });
+
+/** What the scan saw instead of a proof: the fields of NativeProof, and a sentence. */
+export type Unproven = Pick<NativeProof, "reason" | "tid" | "addr" | "where" | "scanNs" | "scanned"> & {
+  proven: false;
+  /** PROOF_REASONS' text, with the thread and address */
+  why: string;
+};
 
 export interface Patch {
   addr: bigint;
@@ -258,7 +256,7 @@ function worldOf(raw: NativeStopped): World {
  */
 export const DEFAULT_MAX_SCAN = 1 << 20;
 
-function unproven(r: NativeProof): { proven: false; why: string; reason: number; tid: number; addr: bigint; where: bigint; scanNs: number; scanned: number } {
+function unproven(r: NativeProof): Unproven {
   const at = r.reason === 2 ? ` (0x${r.addr.toString(16)} at 0x${r.where.toString(16)})` : r.addr ? ` (0x${r.addr.toString(16)})` : "";
   return {
     proven: false,

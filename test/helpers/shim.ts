@@ -5,6 +5,9 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync }
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { afterEach, expect } from "vitest";
+import type { Core } from "../../src/core/instance.js";
+import { ShimError, Tracer } from "../../src/shim/index.js";
 import { LineProcess } from "./line-process.js";
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), "../..");
@@ -180,4 +183,40 @@ export function maps(pid: number): Array<{ lo: bigint; hi: bigint; perms: string
     if (m) out.push({ lo: BigInt("0x" + m[1]), hi: BigInt("0x" + m[2]), perms: m[3], path: m[4] });
   }
   return out;
+}
+
+/**
+ * Tracers and targets of a test, closed and stopped after each test: call once at the
+ * top level of a test file.
+ */
+export function perTest(opts: { core?: Core } = {}): { tracer(): Tracer; target(args: string[], waitReady?: boolean): Promise<Target> } {
+  const tracers: Tracer[] = [];
+  const targets: Target[] = [];
+  afterEach(async () => {
+    for (const t of tracers.splice(0)) await t.close();
+    for (const t of targets.splice(0)) await t.stop();
+  });
+  return {
+    tracer() {
+      const t = Tracer.open(opts.core ? { core: opts.core } : undefined);
+      tracers.push(t);
+      return t;
+    },
+    async target(args: string[], waitReady = true) {
+      const t = await Target.start(args, waitReady);
+      targets.push(t);
+      return t;
+    },
+  };
+}
+
+/** The ShimError `p` rejects with (fails the test when it resolves or throws anything else). */
+export async function rejects(p: Promise<unknown>): Promise<ShimError> {
+  try {
+    await p;
+  } catch (e) {
+    expect(e).toBeInstanceOf(ShimError);
+    return e as ShimError;
+  }
+  throw new Error("expected a ShimError");
 }
