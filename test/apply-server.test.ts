@@ -109,6 +109,7 @@ describe("apply and revert under continuous load", () => {
     const applyMs: number[] = [];
     const revertMs: number[] = [];
     let seenNew = 0; // cycles in which the load itself got version 2
+    let scanned = 0; // applies whose stop the tracer's scan proved safe
     let last = await load.snapshot();
     for (let i = 0; i < CYCLES; i++) {
       const t0 = performance.now();
@@ -116,6 +117,7 @@ describe("apply and revert under continuous load", () => {
       applyMs.push(performance.now() - t0);
       expect(a.functions.map((f) => f.name)).toEqual(["render_reply"]);
       pauses.push(a.pauseNs);
+      scanned += a.provenBy === "scan" ? 1 : 0;
       expect(await httpGet(port, PATH)).toEqual({ status: 200, body: V2 });
       await new Promise((r) => setTimeout(r, 10));
       const mid = await load.snapshot();
@@ -138,7 +140,7 @@ describe("apply and revert under continuous load", () => {
       `apply-server: ${CYCLES} cycles, ${r.requests} requests (${r.connections} connections) in ${r.elapsedMs} ms: ${JSON.stringify(r.versions)}, failures ${r.failures}, ` +
         `max latency ${(r.maxLatencyUs / 1000).toFixed(2)} ms; apply pause median ${ms(sorted(pauses)[CYCLES >> 1])} ms max ${ms(sorted(pauses)[CYCLES - 1])} ms, ` +
         `revert pause median ${ms(sorted(revertPauses)[CYCLES >> 1])} ms max ${ms(sorted(revertPauses)[CYCLES - 1])} ms, applyPatch median ${sorted(applyMs)[CYCLES >> 1].toFixed(1)} ms, revertPatch median ${sorted(revertMs)[CYCLES >> 1].toFixed(1)} ms; ` +
-        `load saw version 2 in ${seenNew}/${CYCLES} cycles\n`,
+        `load saw version 2 in ${seenNew}/${CYCLES} cycles; applies proven safe by the tracer's scan ${scanned}/${CYCLES}\n`,
     );
     expect(r.failures, r.firstFailure).toBe(0);
     expect(r.requests).toBe(r.versions.v1 + r.versions.v2);
