@@ -824,6 +824,27 @@ failed:;
   return -1;
 }
 
+/* Collects the stops still expected (S.nexpect) until `deadline`, the timer armed by
+ * the caller; a thread that vanished meanwhile is dead, not awaited. True when none
+ * is expected any more. */
+static bool collect_expected(uint64_t deadline) {
+  while (S.nexpect > 0) {
+    int st;
+    pid_t p = wait_event(-1, deadline, &st);
+    if (p > 0) {
+      on_event(p, st);
+    } else if (p == WAIT_TICK || p == WAIT_TIMEOUT) {
+      for (int i = 0; i < S.n; i++)
+        if (!T[i]->dead && T[i]->expect_stop && !task_exists(T[i]->tgid, T[i]->tid)) thread_dead(T[i]);
+      if (p == WAIT_TIMEOUT) break;
+    } else {
+      for (int i = 0; i < S.n; i++)
+        if (!T[i]->dead && T[i]->expect_stop) thread_dead(T[i]); /* ECHILD: none is ours any more */
+    }
+  }
+  return S.nexpect == 0;
+}
+
 /* Interrupts every thread not stopped and collects the stops until `timeout_ms`
  * passes; unlike stop_world(), a thread that does not stop is not a failure and
  * nothing is resumed. Every stop from now on is held (S.world_stopped). */
@@ -844,20 +865,7 @@ static void stop_for_detach(uint32_t timeout_ms) {
   }
   uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000u;
   if (S.nexpect > 0) timer_arm(deadline);
-  while (S.nexpect > 0) {
-    int st;
-    pid_t p = wait_event(-1, deadline, &st);
-    if (p > 0) {
-      on_event(p, st);
-    } else if (p == WAIT_TICK || p == WAIT_TIMEOUT) {
-      for (int i = 0; i < S.n; i++)
-        if (!T[i]->dead && T[i]->expect_stop && !task_exists(T[i]->tgid, T[i]->tid)) thread_dead(T[i]);
-      if (p == WAIT_TIMEOUT) break;
-    } else {
-      for (int i = 0; i < S.n; i++)
-        if (!T[i]->dead && T[i]->expect_stop) thread_dead(T[i]); /* ECHILD: none is ours any more */
-    }
-  }
+  collect_expected(deadline);
   timer_disarm();
   drain_events();
 }
@@ -1027,20 +1035,7 @@ int stop_world(uint32_t timeout_ms, bool read_regs, uint64_t *interrupt_ns, uint
       t->regs_valid = true;
   }
   /* anything still expected (a thread marked before the loop reached it again) */
-  while (rc == 0 && S.nexpect > 0) {
-    int st;
-    pid_t p = wait_event(-1, deadline, &st);
-    if (p > 0) {
-      on_event(p, st);
-    } else if (p == WAIT_TICK || p == WAIT_TIMEOUT) {
-      for (int i = 0; i < S.n; i++)
-        if (!T[i]->dead && T[i]->expect_stop && !task_exists(T[i]->tgid, T[i]->tid)) thread_dead(T[i]);
-      if (p == WAIT_TIMEOUT && S.nexpect > 0) rc = stop_timeout_error(timeout_ms);
-    } else {
-      for (int i = 0; i < S.n; i++)
-        if (!T[i]->dead && T[i]->expect_stop) thread_dead(T[i]);
-    }
-  }
+  if (rc == 0 && !collect_expected(deadline)) rc = stop_timeout_error(timeout_ms);
   timer_disarm();
   *interrupt_ns = t1 - t0;
   *wait_ns = now_ns() - t1;
