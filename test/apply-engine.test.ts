@@ -14,6 +14,7 @@ import { nodeCore } from "../src/node/core-file.js";
 import { Tracer } from "../src/shim/index.js";
 import { Scratch, run } from "./helpers/gcc.js";
 import { buildPackage, compileObjects, linkTarget, Running, snapshot } from "./apply-engine-helpers.js";
+import { rejected } from "./helpers/thrown.js";
 
 const core = nodeCore();
 const scratch = new Scratch();
@@ -131,15 +132,7 @@ function fEntry(pid: number): bigint {
 /** What a refusal must leave as it was: the maps and f's first 64 bytes. */
 const state = (pid: number) => snapshot(pid, [{ addr: fEntry(pid), len: 64 }]);
 
-async function refusal(p: Promise<unknown>): Promise<ApplyError> {
-  try {
-    await p;
-  } catch (e) {
-    if (e instanceof ApplyError) return e;
-    throw e;
-  }
-  throw new Error("not refused");
-}
+const refusal = (p: Promise<unknown>): Promise<ApplyError> => rejected(ApplyError, p);
 
 beforeAll(() => {
   const orig = compileObjects(scratch, { "main.c": MAIN, "lib.c": LIB(1) }, scratch.path("orig"));

@@ -14,6 +14,7 @@ import { Tracer } from "../src/shim/index.js";
 import { SharerPass } from "../src/shim/sharers.js";
 import { Scratch } from "./helpers/gcc.js";
 import { LiveTarget, buildModule, buildPatch, expectUnchanged, snapshot, stopAll, type BuiltModule } from "./helpers/apply.js";
+import { rejected } from "./helpers/thrown.js";
 
 const core = nodeCore();
 const scratch = new Scratch();
@@ -52,14 +53,10 @@ describe("apply --all and address-space sharers", () => {
     const before = snapshot(shared.pid);
 
     // A lone apply (every process compared): the reason to match.
-    const lone = await applyPatch(shared.pid, pkg, { core }).then(
-      () => undefined,
-      (e) => e as ApplyError,
-    );
-    expect(lone).toBeInstanceOf(ApplyError);
-    expect(lone!.code, lone!.message).toBe("TRACE");
-    expect(lone!.reason).toContain(`shares its address space with pid ${child}`);
-    expect(lone!.reason).toContain("vfork");
+    const lone = await rejected(ApplyError, applyPatch(shared.pid, pkg, { core }));
+    expect(lone.code, lone.message).toBe("TRACE");
+    expect(lone.reason).toContain(`shares its address space with pid ${child}`);
+    expect(lone.reason).toContain("vfork");
 
     const sharers = new SharerPass();
     try {
@@ -71,7 +68,7 @@ describe("apply --all and address-space sharers", () => {
       expect(out.map((o) => o.ok)).toEqual([true, false, true, true]);
       const refused = out[1];
       if (refused.ok) throw new Error("not refused");
-      expect(refused.error).toEqual({ code: lone!.code, subject: lone!.subject, reason: lone!.reason, tid: lone!.tid });
+      expect(refused.error).toEqual({ code: lone.code, subject: lone.subject, reason: lone.reason, tid: lone.tid });
       expect(refused.gone).toBe(false);
       expectUnchanged(before);
       expect(tracerPid(shared.pid)).toBe(0);

@@ -17,6 +17,7 @@ import { readPackageFile, type ReadPackage } from "../src/format/reader.js";
 import { nodeCore } from "../src/node/core-file.js";
 import { Scratch } from "./helpers/gcc.js";
 import { LiveTarget, buildModule, buildPatch, compileProgram, expectUnchanged, readMemory, runtimeAddress, snapshot, stopAll, type BuiltModule } from "./helpers/apply.js";
+import { rejected } from "./helpers/thrown.js";
 
 const core = nodeCore();
 const scratch = new Scratch();
@@ -40,15 +41,7 @@ afterAll(async () => {
   scratch.remove();
 });
 
-async function refusal(p: Promise<unknown>): Promise<ApplyError> {
-  try {
-    await p;
-  } catch (e) {
-    if (!(e instanceof ApplyError)) throw e;
-    return e;
-  }
-  throw new Error("not refused");
-}
+const refusal = (p: Promise<unknown>): Promise<ApplyError> => rejected(ApplyError, p);
 
 /** A running `simple` (or another build of it) answering 1, with its snapshot. */
 async function start(path = simple.path) {

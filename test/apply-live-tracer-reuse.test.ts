@@ -13,6 +13,7 @@ import { nodeCore } from "../src/node/core-file.js";
 import { Tracer } from "../src/shim/index.js";
 import { Scratch } from "./helpers/gcc.js";
 import { LiveTarget, buildModule, buildPatch, expectUnchanged, snapshot, stopAll, type BuiltModule } from "./helpers/apply.js";
+import { rejected } from "./helpers/thrown.js";
 
 const core = nodeCore();
 const scratch = new Scratch();
@@ -44,15 +45,7 @@ const alive = (pid: number): boolean => {
   }
 };
 
-async function refusal(p: Promise<unknown>): Promise<ApplyError> {
-  try {
-    await p;
-  } catch (e) {
-    expect(e).toBeInstanceOf(ApplyError);
-    return e as ApplyError;
-  }
-  throw new Error("it was not refused");
-}
+const refusal = (p: Promise<unknown>): Promise<ApplyError> => rejected(ApplyError, p);
 
 describe("a tracer given to applyPatch", () => {
   it("is attached for the apply and left detached and open after a success, BUSY and WRONG_BUILD; it then patches the next process", async () => {

@@ -15,6 +15,7 @@ import { readPackageFile, type ReadPackage } from "../src/format/reader.js";
 import { nodeCore } from "../src/node/core-file.js";
 import { Scratch } from "./helpers/gcc.js";
 import { LiveTarget, blockedIn, buildModule, buildPatch, expectUnchanged, snapshot, stopAll, until, type BuiltModule } from "./helpers/apply.js";
+import { rejected } from "./helpers/thrown.js";
 
 const core = nodeCore();
 const scratch = new Scratch();
@@ -73,15 +74,8 @@ describe("a thread busy inside the function being replaced", () => {
     expect(await t.ask("enter -", "entered")).toEqual({ tid: ready.tid });
     const before = snapshot(t.pid);
     const start = Date.now();
-    let err: unknown;
-    try {
-      await applyPatch(t.pid, busyPkg, { core, timeoutMs: 1500 });
-    } catch (e) {
-      err = e;
-    }
+    const e = await rejected(ApplyError, applyPatch(t.pid, busyPkg, { core, timeoutMs: 1500 }));
     const elapsed = Date.now() - start;
-    expect(err).toBeInstanceOf(ApplyError);
-    const e = err as ApplyError;
     expect(e.code, e.message).toBe("BUSY");
     expect(e.tid).toBe(Number(ready.tid));
     expect(e.message).toContain(`process ${t.pid}`);

@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { spawn, type ChildProcess } from "node:child_process";
 import { Tracer, ShimError } from "../src/shim/index.js";
 import { Scratch } from "./helpers/gcc.js";
+import { rejected } from "./helpers/thrown.js";
 
 const FIXTURE_C = `
 #include <stdio.h>
@@ -100,10 +101,9 @@ describe("Tracer.call", () => {
     expect(await tracer.getRegs(pid)).toEqual(before);
 
     const refused = async (p: Promise<unknown>, code: string, msg: RegExp) => {
-      const e = await p.then(() => undefined, (x: unknown) => x);
-      expect(e).toBeInstanceOf(ShimError);
-      expect((e as ShimError).code).toBe(code);
-      expect((e as ShimError).message).toMatch(msg);
+      const e = await rejected(ShimError, p);
+      expect(e.code).toBe(code);
+      expect(e.message).toMatch(msg);
       expect(await tracer.getRegs(pid)).toEqual(before);
     };
     await refused(tracer.call(pid, fn.get("getpid")!), "CALL_SYSCALL", /made syscall 39 .*skipped, and the call abandoned/);

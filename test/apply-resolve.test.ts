@@ -21,6 +21,7 @@ import { clearResolveCache, resolveReferences } from "../src/apply/resolve.js";
 import type { ResolvedReference, TargetProcess } from "../src/apply/contract.js";
 import { ProcMemory } from "../src/apply/proc-memory.js";
 import { Scratch, run } from "./helpers/gcc.js";
+import { rejected, thrown } from "./helpers/thrown.js";
 
 const core = nodeCore();
 let scratch: Scratch;
@@ -369,11 +370,10 @@ for (const pie of [true, false]) {
       const refs = pkg.model.references;
       const altered = (i: number, change: object): ReadPackage => ({ ...pkg, model: { ...pkg.model, references: refs.map((r, k) => (k === i ? { ...r, ...change } : r)) } });
       const unresolved = async (q: ReadPackage): Promise<ApplyError> => {
-        const e = await resolveReferences(core, target!, q, {}).then(() => undefined, (x: unknown) => x);
-        expect(e).toBeInstanceOf(ApplyError);
-        expect((e as ApplyError).code).toBe("UNRESOLVED");
-        expect((e as ApplyError).message).toContain(`process ${p.pid}: reference `);
-        return e as ApplyError;
+        const e = await rejected(ApplyError, resolveReferences(core, target!, q, {}));
+        expect(e.code).toBe("UNRESOLVED");
+        expect(e.message).toContain(`process ${p.pid}: reference `);
+        return e;
       };
       const iCalloc = refs.findIndex((r) => r.name === "calloc");
       let e = await unresolved(altered(iCalloc, { name: "no_such_function_xyz" }));
@@ -402,15 +402,7 @@ for (const pie of [true, false]) {
 
     it("refuses a package for another build, a dead process and a zombie", async () => {
       const other = "ab".repeat(20);
-      const wrong = (() => {
-        try {
-          openTarget(core, p.pid, other, "/x/other.patch", "/usr/sbin/other");
-        } catch (e) {
-          return e as ApplyError;
-        }
-        throw new Error("not refused");
-      })();
-      expect(wrong).toBeInstanceOf(ApplyError);
+      const wrong = thrown(ApplyError, () => openTarget(core, p.pid, other, "/x/other.patch", "/usr/sbin/other"));
       expect(wrong.code).toBe("WRONG_BUILD");
       expect(wrong.message).toContain(`process ${p.pid}: the package /x/other.patch is for build-id ${other} (built for /usr/sbin/other), and no module mapped in the process has it`);
       expect(wrong.message).toContain(`${b.exe} ${buildIdOf(b.exe)}`);

@@ -19,6 +19,7 @@ import { decodePackage } from "../src/format/reader.js";
 import { writePackageFile } from "../src/format/writer.js";
 import { nodeCore } from "../src/node/core-file.js";
 import { Scratch, run } from "./helpers/gcc.js";
+import { thrown } from "./helpers/thrown.js";
 
 const core = nodeCore();
 const scratch = new Scratch();
@@ -128,14 +129,8 @@ describe("proof of identity: references into .bss", () => {
       if (pie) code.writeInt32LE(Number(other - fn.sym.value - BigInt(at) - end), at);
       else code.writeUInt32LE(Number(other), at);
       fs.writeFileSync(p.target, bytes);
-      let err: unknown;
-      try {
-        build(p);
-      } catch (e) {
-        err = e;
-      }
-      expect(err).toBeInstanceOf(BuildError);
-      expect((err as Error).message).toMatch(
+      const err = thrown(BuildError, () => build(p));
+      expect(err.message).toMatch(
         new RegExp(
           `^proof of identity: m\\.o: bump: at \\+0x${at.toString(16)}: ${pie ? "R_X86_64_PC32" : "R_X86_64_32"} to \\.bss\\.hits\\.0 [+-] \\d+: the target has 0x${other.toString(16)} there, not 0x${hits.toString(16)} \\(\\.bss\\.hits\\.0 with hits\\.0 at 0x${hits.toString(16)}\\); the original objects are not the target's build`,
         ),

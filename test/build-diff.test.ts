@@ -11,6 +11,7 @@ import { BuildError } from "../src/build/errors.js";
 import { main } from "../src/cli/main.js";
 import { nodeCore } from "../src/node/core-file.js";
 import { Scratch } from "./helpers/gcc.js";
+import { thrown } from "./helpers/thrown.js";
 
 const core = nodeCore();
 const scratch = new Scratch();
@@ -83,14 +84,8 @@ describe("diffBuilds", () => {
   it("refuses a changed data layout, naming the object and the variable", () => {
     const a = build("e", { "lib/util.c": UTIL });
     const b = build("f", { "lib/util.c": UTIL.replace("static int calls;", "static long calls;") });
-    let e: unknown;
-    try {
-      diffBuilds(core, pairObjects(a, b).pairs);
-    } catch (x) {
-      e = x;
-    }
-    expect(e).toBeInstanceOf(BuildError);
-    expect((e as BuildError).message).toMatch(/^diff: refused:\n {2}lib\/util\.o: calls: .*size/);
+    const e = thrown(BuildError, () => diffBuilds(core, pairObjects(a, b).pairs));
+    expect(e.message).toMatch(/^diff: refused:\n {2}lib\/util\.o: calls: .*size/);
   });
 });
 

@@ -19,6 +19,7 @@ import { main } from "../src/cli/main.js";
 import { pairObjects } from "../src/build/objects.js";
 import { nodeCore } from "../src/node/core-file.js";
 import { Scratch, run } from "./helpers/gcc.js";
+import { thrown } from "./helpers/thrown.js";
 
 const core = nodeCore();
 const scratch = new Scratch();
@@ -54,15 +55,7 @@ function build(p: { original: string; patched: string; target: string }, debugRo
   return makePackage(core, { target: p.target, patchId: "f", pairs, diff: diffBuilds(core, pairs), debugRoot });
 }
 
-function refusal(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(BuildError);
-    return (e as Error).message;
-  }
-  throw new Error("not refused");
-}
+const refusal = (fn: () => unknown): string => thrown(BuildError, fn).message;
 
 describe("effective options", () => {
   it("the last -O, -f/-fno-, -m/-mno-, -x=value wins; code-neutral options dropped", () => {

@@ -18,6 +18,7 @@ import { decodePackage } from "../src/format/reader.js";
 import { writePackageFile } from "../src/format/writer.js";
 import { nodeCore } from "../src/node/core-file.js";
 import { Scratch, run } from "./helpers/gcc.js";
+import { thrown } from "./helpers/thrown.js";
 
 const core = nodeCore();
 const scratch = new Scratch();
@@ -103,15 +104,7 @@ function build(p: Program, extra: Partial<PackageRequest> = {}): { pkg: PatchPac
   };
 }
 
-function refusal(fn: () => unknown): BuildError {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(BuildError);
-    return e as BuildError;
-  }
-  throw new Error("not refused");
-}
+const refusal = (fn: () => unknown): BuildError => thrown(BuildError, fn);
 
 /** The target's symbols as readelf shows them: name -> { value, file of a local }. */
 function readelfSymbols(target: string): Map<string, Array<{ value: bigint; local: boolean; file: string; type: string }>> {

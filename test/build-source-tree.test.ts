@@ -10,6 +10,7 @@ import { BuildError } from "../src/build/errors.js";
 import { ElfReader } from "../src/core/elf.js";
 import { nodeCore } from "../src/node/core-file.js";
 import { Scratch, run } from "./helpers/gcc.js";
+import { rejected } from "./helpers/thrown.js";
 
 const core = nodeCore();
 const scratch = new Scratch();
@@ -96,14 +97,7 @@ function options(extra: Partial<SourceBuildOptions> = {}): SourceBuildOptions {
   };
 }
 
-async function buildError(p: Promise<unknown>): Promise<BuildError> {
-  const e = await p.then(
-    () => undefined,
-    (x: unknown) => x,
-  );
-  expect(e).toBeInstanceOf(BuildError);
-  return e as BuildError;
-}
+const buildError = (p: Promise<unknown>): Promise<BuildError> => rejected(BuildError, p);
 
 function bytes(p: string): Buffer {
   return fs.readFileSync(p);

@@ -21,6 +21,7 @@ import { decodePackage } from "../src/format/reader.js";
 import { writePackageFile } from "../src/format/writer.js";
 import { nodeCore } from "../src/node/core-file.js";
 import { Scratch, run } from "./helpers/gcc.js";
+import { thrown } from "./helpers/thrown.js";
 
 const core = nodeCore();
 const scratch = new Scratch();
@@ -122,14 +123,8 @@ describe("GD/LD TLS rewritten by the linker in an executable", () => {
     expect(BigInt(code.readInt32LE(at + 3))).toBe(want);
     code.writeInt32LE(Number(want) - 4, at + 3);
     fs.writeFileSync(p.target, bytes);
-    let err: unknown;
-    try {
-      build(p);
-    } catch (e) {
-      err = e;
-    }
-    expect(err).toBeInstanceOf(BuildError);
-    expect((err as Error).message).toBe(
+    const err = thrown(BuildError, () => build(p));
+    expect(err.message).toBe(
       `proof of identity: tls.o: use: at +0x${(at - 9 + 4).toString(16)}: R_X86_64_TLSGD to gvar - 4: GD -> LE: the thread-pointer offset ${want - 4n} is not gvar's (${want}); the original objects are not the target's build (other sources, flags or version)`,
     );
   });

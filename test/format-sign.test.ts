@@ -10,6 +10,7 @@ import { PackageError } from "../src/format/errors.js";
 import { contentHash, encodeSeal, makeSeal, rawPublicKey } from "../src/format/seal.js";
 import { readSigningKey, readVerifyingKey, requireSignature, signatureStatus, signPackageBytes } from "../src/format/verify.js";
 import { buildFixture, type Fixture } from "./helpers/package-fixture.js";
+import { thrown as thrownBy } from "./helpers/thrown.js";
 
 const core = nodeCore();
 let fx: Fixture;
@@ -27,15 +28,7 @@ beforeAll(() => {
 });
 afterAll(() => fx?.scratch.remove());
 
-function refusal(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(PackageError);
-    return (e as Error).message;
-  }
-  throw new Error("expected a PackageError");
-}
+const refusal = (fn: () => unknown): string => thrownBy(PackageError, fn).message;
 
 /** The seal's file offset. */
 function sealOffset(bytes: Uint8Array): number {

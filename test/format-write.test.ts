@@ -9,6 +9,7 @@ import { PackageError } from "../src/format/errors.js";
 import type { PatchPackage } from "../src/format/model.js";
 import { buildFixture, type Fixture } from "./helpers/package-fixture.js";
 import { closeSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync } from "node:fs";
+import { thrown as thrownBy } from "./helpers/thrown.js";
 
 const core = nodeCore();
 let fx: Fixture;
@@ -21,15 +22,7 @@ beforeAll(() => {
 });
 afterAll(() => fx?.scratch.remove());
 
-function thrown(fn: () => unknown): PackageError {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(PackageError);
-    return e as PackageError;
-  }
-  throw new Error("expected a PackageError");
-}
+const thrown = (fn: () => unknown): PackageError => thrownBy(PackageError, fn);
 
 /** fx.model changed by `change`. */
 function variant(change: (m: PatchPackage) => void): PatchPackage {

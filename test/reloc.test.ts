@@ -9,6 +9,7 @@ import { CoreError } from "../src/core/instance.js";
 import { GotKind, Ref, Relocation } from "../src/core/reloc.js";
 import { Scratch, run } from "./helpers/gcc.js";
 import { FIXTURE } from "./helpers/reloc-fixtures.js";
+import { thrown } from "./helpers/thrown.js";
 
 const core = nodeCore();
 let scratch: Scratch;
@@ -75,15 +76,7 @@ function open(path: string, data?: Uint8Array): { elf: ElfReader; r: Relocation;
   return { elf, r, close: () => (r.close(), elf.close()) };
 }
 
-function coreError(fn: () => unknown): CoreError {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof CoreError) return e;
-    throw e;
-  }
-  throw new Error("expected a CoreError");
-}
+const coreError = (fn: () => unknown): CoreError => thrown(CoreError, fn);
 
 /** Binds every undefined non-TLS symbol with `addr(name)`, every TLS one with the given facts. */
 function bindAll(r: Relocation, addr: (name: string) => bigint, tls: Record<string, { module: bigint; offset: bigint; blockTpoff?: bigint }> = {}) {

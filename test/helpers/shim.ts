@@ -5,7 +5,8 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync }
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { afterEach, expect } from "vitest";
+import { afterEach } from "vitest";
+import { rejected } from "./thrown.js";
 import type { Core } from "../../src/core/instance.js";
 import { ShimError, Tracer } from "../../src/shim/index.js";
 import { LineProcess } from "./line-process.js";
@@ -211,12 +212,4 @@ export function perTest(opts: { core?: Core } = {}): { tracer(): Tracer; target(
 }
 
 /** The ShimError `p` rejects with (fails the test when it resolves or throws anything else). */
-export async function rejects(p: Promise<unknown>): Promise<ShimError> {
-  try {
-    await p;
-  } catch (e) {
-    expect(e).toBeInstanceOf(ShimError);
-    return e as ShimError;
-  }
-  throw new Error("expected a ShimError");
-}
+export const rejects = (p: Promise<unknown>): Promise<ShimError> => rejected(ShimError, p);
