@@ -12,8 +12,23 @@ import { pairObjects } from "../src/build/objects.js";
 import { readPackageFile, type ReadPackage } from "../src/format/reader.js";
 import { writePackageFile } from "../src/format/writer.js";
 import type { PatchPackage } from "../src/format/model.js";
+import { afterAll, afterEach } from "vitest";
 import { Scratch } from "./helpers/gcc.js";
 import { LineProcess } from "./helpers/line-process.js";
+
+/**
+ * A test file's scratch directory and the targets it starts: each target killed after
+ * its test, the directory removed after the file. Call once at the file's top level.
+ */
+export function engineSuite(): { scratch: Scratch; running: Running[] } {
+  const scratch = new Scratch();
+  const running: Running[] = [];
+  afterEach(() => {
+    for (const r of running.splice(0)) r.kill();
+  });
+  afterAll(() => scratch.remove());
+  return { scratch, running };
+}
 
 export const FLAGS = ["-O2", "-g", "-fPIE", "-ffunction-sections", "-fdata-sections", "-pthread"];
 

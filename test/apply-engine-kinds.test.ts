@@ -2,23 +2,18 @@
 // +-2 GiB of 0x400000), a function in a shared library the program loads (the package is
 // for the library's build-id), and a function the compiler split into a hot part and a
 // .cold piece (the old piece is in the stack check, the new one comes with the patch).
-import { afterAll, afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { execFileSync } from "node:child_process";
 import { applyPatch, readStatus, revertPatch } from "../src/apply/index.js";
 import { parseMaps } from "../src/apply/maps.js";
 import { nodeCore } from "../src/node/core-file.js";
-import { Scratch, run } from "./helpers/gcc.js";
-import { buildPackage, compileObjects, FLAGS, linkTarget, Running } from "./apply-engine-helpers.js";
+import { run } from "./helpers/gcc.js";
+import { buildPackage, compileObjects, FLAGS, linkTarget, Running, engineSuite } from "./apply-engine-helpers.js";
 
 const core = nodeCore();
-const scratch = new Scratch();
-const running: Running[] = [];
-afterEach(() => {
-  for (const r of running.splice(0)) r.kill();
-});
-afterAll(() => scratch.remove());
+const { scratch, running } = engineSuite();
 
 const MAIN = `#include <stdio.h>
 #include <unistd.h>

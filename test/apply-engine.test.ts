@@ -4,7 +4,7 @@
 // time: the state is read from the target) / revertPatch. Each step is checked in the
 // target's behaviour, its /proc/PID/maps and its text bytes; every refusal leaves both
 // exactly as they were.
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import * as fs from "node:fs";
 import { applyPatch, readStatus, revertPatch } from "../src/apply/index.js";
 import { ApplyError } from "../src/apply/errors.js";
@@ -12,17 +12,12 @@ import { parseMaps } from "../src/apply/maps.js";
 import type { ReadPackage } from "../src/format/reader.js";
 import { nodeCore } from "../src/node/core-file.js";
 import { Tracer } from "../src/shim/index.js";
-import { Scratch, run } from "./helpers/gcc.js";
-import { buildPackage, compileObjects, linkTarget, Running, snapshot } from "./apply-engine-helpers.js";
+import { run } from "./helpers/gcc.js";
+import { buildPackage, compileObjects, linkTarget, Running, snapshot, engineSuite } from "./apply-engine-helpers.js";
 import { rejected } from "./helpers/thrown.js";
 
 const core = nodeCore();
-const scratch = new Scratch();
-const running: Running[] = [];
-afterEach(() => {
-  for (const r of running.splice(0)) r.kill();
-});
-afterAll(() => scratch.remove());
+const { scratch, running } = engineSuite();
 
 // -p MS: a second thread calls f(-MS), which sleeps MS ms inside f (-d MS: after MS ms);
 // -s: a seccomp filter denies memfd_create; -x MS: exit after MS ms; -e MS: exec sleep after MS ms;

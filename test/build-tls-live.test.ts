@@ -4,22 +4,16 @@
 // __tls_get_addr, must read and write the very variables the old code used (bound by
 // model gd/ld and their offset in the executable's TLS block). The oracle is the program's output: the counters go on
 // from where the old code left them, now in steps of 1000.
-import { afterAll, afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { applyPatch } from "../src/apply/index.js";
 import { nodeCore } from "../src/node/core-file.js";
-import { Scratch } from "./helpers/gcc.js";
-import { buildPackage, Running } from "./apply-engine-helpers.js";
+import { buildPackage, Running, engineSuite } from "./apply-engine-helpers.js";
 
 const core = nodeCore();
-const scratch = new Scratch();
-const running: Running[] = [];
-afterEach(() => {
-  for (const r of running.splice(0)) r.kill();
-});
-afterAll(() => scratch.remove());
+const { scratch, running } = engineSuite();
 
 const SRC = `#include <stdio.h>
 #include <unistd.h>
