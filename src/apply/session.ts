@@ -479,6 +479,8 @@ async function revertOne(t: Tracer, pid: number, h: RegionHeader, unwind: Proces
   const fnRanges: Range[] = h.functions.map((f) => ({ lo: f.newAddr, hi: f.newAddr + f.newSize, name: `${f.name} (patch ${h.patchId})` }));
   const forbidden: Range[] = [...fnRanges, { lo: h.base, hi: h.base + h.size, name: regionName }];
   const windows: Range[] = h.functions.map((f) => ({ lo: f.site, hi: f.site + BigInt(f.jump.length), name: f.name }));
+  // each entry back to what it held before this patch
+  const restore: Patch[] = h.functions.map((f) => ({ addr: f.site, expect: f.jump, bytes: f.saved }));
   let retire = false;
   unwind.prepareCheck(forbidden, windows);
   await t.begin();
@@ -500,8 +502,7 @@ async function revertOne(t: Tracer, pid: number, h: RegionHeader, unwind: Proces
         return undefined;
       },
       async () => {
-        const patches: Patch[] = h.functions.map((f) => ({ addr: f.site, expect: f.jump, bytes: f.saved }));
-        if (retire) patches.push({ addr: h.base + BigInt(STATE_OFFSET), expect: u32(STATE.active), bytes: u32(STATE.retired) });
+        const patches: Patch[] = retire ? [...restore, { addr: h.base + BigInt(STATE_OFFSET), expect: u32(STATE.active), bytes: u32(STATE.retired) }] : restore;
         const r = await t.patchAndResume(patches, { commit: true });
         committed = true;
         return r.pauseNs;
@@ -511,7 +512,7 @@ async function revertOne(t: Tracer, pid: number, h: RegionHeader, unwind: Proces
       // the region is freed, not retired.
       {
         spans: unwind.proofSpans(forbidden, windows),
-        patches: h.functions.map((f) => ({ addr: f.site, expect: f.jump, bytes: f.saved })),
+        patches: restore,
         commit: true,
         done: () => (committed = true),
       },
