@@ -188,24 +188,21 @@ static int vma_at(uint64_t addr, uint64_t *lo, uint64_t *hi, bool *writable, boo
       q.vma_name_addr = (uint64_t)(uintptr_t)name;
       q.vma_name_size = sizeof name;
     }
-    if (ioctl(V.fd, PROCMAP_QUERY_IOCTL, &q) == 0) {
+    int r = ioctl(V.fd, PROCMAP_QUERY_IOCTL, &q);
+    bool named = is_stack != NULL;
+    if (r < 0 && named && errno == ENAMETOOLONG) {
+      /* a name longer than the buffer: not [stack]; the mapping without its name */
+      named = false;
+      q.vma_name_addr = 0;
+      q.vma_name_size = 0;
+      r = ioctl(V.fd, PROCMAP_QUERY_IOCTL, &q);
+    }
+    if (r == 0) {
       *lo = q.vma_start;
       *hi = q.vma_end;
       *writable = (q.vma_flags & PROCMAP_VMA_WRITABLE) != 0;
-      if (is_stack) *is_stack = q.vma_name_size == sizeof STACK_NAME && !memcmp(name, STACK_NAME, sizeof STACK_NAME);
+      if (is_stack) *is_stack = named && q.vma_name_size == sizeof STACK_NAME && !memcmp(name, STACK_NAME, sizeof STACK_NAME);
       return 1;
-    }
-    /* a name longer than the buffer: ENAMETOOLONG, so not [stack] */
-    if (is_stack && errno == ENAMETOOLONG) {
-      q.vma_name_addr = 0;
-      q.vma_name_size = 0;
-      if (ioctl(V.fd, PROCMAP_QUERY_IOCTL, &q) == 0) {
-        *lo = q.vma_start;
-        *hi = q.vma_end;
-        *writable = (q.vma_flags & PROCMAP_VMA_WRITABLE) != 0;
-        *is_stack = false;
-        return 1;
-      }
     }
     if (errno == ENOENT) return 0;
     if (errno != ENOTTY && errno != EINVAL) return -1;
